@@ -1,0 +1,244 @@
+"""Typed configuration: params.yaml profiles validated into frozen pydantic models.
+
+An unknown key or a wrong type is a ``ConfigError`` naming the key, raised before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, with the dotted key that caused it."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------- download sources
+class ScenesSource(Section):
+    kind: Literal["scenes"] = "scenes"
+    n_train: int = Field(2000, ge=0)
+    n_test: int = Field(500, ge=0)
+    image_size: int = Field(64, ge=16)
+    languages: list[str] = ["en", "de", "fr", "es"]
+    # fraction of training scenes captioned in a language other than English
+    train_foreign_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    hard_negatives: bool = True
+
+
+class EmojiSource(Section):
+    kind: Literal["emoji"] = "emoji"
+    limit: int = Field(1000, ge=0)
+    image_size: int = Field(64, ge=16)
+    languages: list[str] = ["en", "de", "fr", "es"]
+    test_fraction: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class OpenClipartSource(Section):
+    kind: Literal["openclipart"] = "openclipart"
+    limit: int = Field(1000, ge=0)
+    image_size: int = Field(64, ge=16)
+    root: str = "/usr/share/openclipart"
+    test_fraction: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class FashionMnistSource(Section):
+    kind: Literal["fashion_mnist"] = "fashion_mnist"
+    n_train: int = Field(1000, ge=0)
+    n_test: int = Field(500, ge=0)
+    root: str = "/usr/share/datasets/fashion-mnist"
+
+
+class UrlListSource(Section):
+    kind: Literal["url_list"] = "url_list"
+    path: str
+    url_column: str = "url"
+    caption_column: str = "caption"
+    workers: int = Field(16, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+    max_bytes: int = Field(20_000_000, ge=1)
+    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class WebDatasetSource(Section):
+    kind: Literal["webdataset"] = "webdataset"
+    paths: list[str]
+    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class FolderSource(Section):
+    kind: Literal["folder"] = "folder"
+    path: str
+    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+Source = Annotated[
+    Union[ScenesSource, EmojiSource, OpenClipartSource, FashionMnistSource, UrlListSource,
+          WebDatasetSource, FolderSource],
+    Field(discriminator="kind"),
+]
+
+
+class DownloadConfig(Section):
+    sources: list[Source]
+    max_side: int = Field(256, ge=8)          # stored images are resized to fit this
+    max_pixels: int = Field(50_000_000, ge=1)  # decompression-bomb guard
+    chunk_size: int = Field(1000, ge=1)       # rows per resumable unit of work
+
+
+class CurateConfig(Section):
+    min_chars: int = Field(3, ge=0)
+    max_chars: int = Field(4000, ge=1)
+    near_dup_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    long_tokens: int = Field(77, ge=1)         # captions longer than this count as "long"
+    test_fraction: float = Field(0.1, ge=0.0, le=1.0)  # for rows whose source set no split
+    boilerplate_patterns: list[str] = []
+
+
+class PromptSet(Section):
+    prefix: str          # contains the literal {caption}
+    facets: list[str]
+
+
+class EmbedConfig(Section):
+    llm: str = "smollm2-135m"          # packaged name, hub id, local dir, .gguf file, or "tiny-random"
+    layer: int = -2                     # hidden_states index: -2 = second-to-last decoder layer output
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    batch_size: int = Field(16, ge=1)
+    max_tokens: int = Field(512, ge=8)  # captions longer are truncated and flagged
+    prompt_sets: dict[str, PromptSet]
+    # which prompt set embeds which caption field; order = stored embedding order
+    plan: list[tuple[Literal["caption", "long_caption"], str]] = [
+        ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
+    postprocess: Literal["none", "center", "whiten"] = "none"
+
+
+class VisionConfig(Section):
+    image_size: int = Field(64, ge=16)
+    patch_size: int = Field(8, ge=1)
+    hidden_size: int = Field(192, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(3, ge=1)
+    mlp_size: int = Field(768, ge=8)
+    gradient_checkpointing: bool = False
+
+
+class TrainConfig(Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(128, ge=1)        # global batch
+    lr: float = Field(5e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.5, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    positives: int = Field(6, ge=1)           # M embeddings drawn per sample per step
+    crop_scale: tuple[float, float] = (0.9, 1.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class BaselineConfig(Section):
+    text_hidden_size: int = Field(256, ge=8)
+    text_layers: int = Field(4, ge=1)
+    text_heads: int = Field(4, ge=1)
+    context_length: int = Field(77, ge=8)
+
+
+class EvalConfig(Section):
+    benchmarks: list[str] = ["zeroshot", "retrieval", "long_retrieval", "multilingual",
+                             "linear_probe", "interpretability"]
+    batch_size: int = Field(256, ge=1)
+    recall_ks: list[int] = [1, 5, 10]
+
+
+class Profile(Section):
+    name: str
+    seed: int = 0
+    data_dir: str
+    download: DownloadConfig
+    curate: CurateConfig = CurateConfig()
+    embed: EmbedConfig
+    vision: VisionConfig = VisionConfig()
+    train: TrainConfig = TrainConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def params_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` with the value read as YAML (so 3 is an int, [a, b] a list)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _format_error(err: ValidationError, profile: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"params profile {profile!r}: {loc}: {first['msg']}"
+
+
+def load_profile(name: str, params_path: str | Path = "params.yaml",
+                 overrides: dict[str, Any] | list[str] | None = None) -> Profile:
+    """Read ``params.yaml``, merge ``common`` with ``profiles.<name>`` and overrides, validate."""
+    path = Path(params_path)
+    if not path.exists():
+        raise ConfigError(f"params file not found: {path}")
+    doc = yaml.safe_load(path.read_text()) or {}
+    unknown = set(doc) - {"common", "profiles"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "
+                          "expected 'common' and 'profiles'")
+    profiles = doc.get("profiles") or {}
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r}; {path} defines {sorted(profiles)}")
+    tree = _deep_merge(doc.get("common") or {}, profiles[name] or {})
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    tree["name"] = name
+    try:
+        return Profile.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, name)) from None
