@@ -112,7 +112,7 @@ class ResultsStore:
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self._connect(read_only=True) as con:
-            return con.execute(sql, params or []).pl()
+            return con.sql(sql, params=params).pl()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,101 @@
+"""The ``flame`` command line: one sub-command per stage, ``run`` for the chain."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+from flame_pipeline.config import ConfigError, load_profile
+from flame_pipeline.paths import Paths
+from flame_pipeline.pipeline import STAGES, run_chain, run_stage
+
+
+def _common(top: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the sub-command (after wins; defaults live on top)."""
+    def dflt(value):
+        return value if top else argparse.SUPPRESS
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default=dflt(os.environ.get("FLAME_PROFILE", "default")),
+                        help="params.yaml profile: tiny, default or paper (default: default)")
+    common.add_argument("--params", default=dflt("params.yaml"),
+                        help="params file (default: params.yaml)")
+    common.add_argument("--set", dest="overrides", action="append", default=dflt([]),
+                        metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set train.steps=200 (repeatable)")
+    common.add_argument("--debug", action="store_true", default=dflt(False),
+                        help="show the full traceback on failure")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(top=False)
+    p = argparse.ArgumentParser(prog="flame", description=__doc__.splitlines()[0],
+                                parents=[_common(top=True)])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "download": "fetch/generate samples into shards + manifest (every row kept or rejected)",
+        "curate": "normalise, filter, deduplicate and split the captions",
+        "embed": "precompute frozen-LLM facet embeddings (cached by content)",
+        "train": "train the vision tower on the stored embeddings (FLAME)",
+        "train-baseline": "train the CLIP baseline (text tower from scratch) on the same data",
+        "evaluate": "run the benchmarks for both models, record metrics, write the report",
+    }
+    for name, text in helps.items():
+        sub.add_parser(name, help=text, description=text, parents=[common])
+    run = sub.add_parser("run", help="run the chain of stages in order", parents=[common])
+    run.add_argument("--from", dest="start", choices=list(STAGES), help="first stage")
+    run.add_argument("--to", dest="stop", choices=list(STAGES), help="last stage")
+    bench = sub.add_parser("benchmark", parents=[common],
+                           help="evaluate a trained model on your own manifest (CSV/Parquet/JSONL)")
+    bench.add_argument("manifest", help="manifest with image path, text, optional language/label")
+    bench.add_argument("--model", choices=["flame", "clip"], default="flame")
+    sub.add_parser("report", help="regenerate the Markdown report from the results store",
+                   parents=[common])
+    return p
+
+
+def _summary_line(name: str, out) -> str:
+    parts = [f"{k}={v}" for k, v in out.rows.items()]
+    return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_profile(args.profile, args.params, args.overrides)
+        if args.command == "run":
+            t0 = time.monotonic()
+            run_chain(cfg, args.start, args.stop,
+                      on_stage=lambda n, o: print(_summary_line(n, o), flush=True))
+            paths = Paths.of(cfg)
+            print(f"chain finished in {time.monotonic() - t0:.0f} s\n"
+                  f"  report:        {paths.report}\n"
+                  f"  results store: {paths.results_db}\n"
+                  f"  UI:            bash scripts/dagster_dev.sh   (then open http://127.0.0.1:3000)")
+        elif args.command == "benchmark":
+            from flame_pipeline.eval.user_benchmark import evaluate_manifest
+            print(json.dumps(evaluate_manifest(cfg, args.manifest, model=args.model), indent=2))
+        elif args.command == "report":
+            from flame_pipeline.eval.evaluate import write_report
+            print(write_report(cfg))
+        else:
+            name = args.command.replace("-", "_")
+            print(_summary_line(name, run_stage(cfg, name)))
+    except KeyboardInterrupt:
+        print("flame: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for people, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        label = "" if isinstance(err, ConfigError) else f"{type(err).__name__}: "
+        print(f"flame: error: {label}{reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
