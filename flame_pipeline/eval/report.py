@@ -1,0 +1,120 @@
+"""The evaluation report: Markdown generated from the DuckDB results store, never by hand.
+
+FLAME and CLIP are rows, benchmarks are columns, as in the paper's tables; numbers come
+from the latest successful ``evaluate`` run of the profile, with its provenance.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+
+from flame_pipeline.config import Profile
+from flame_pipeline.files import atomic_path
+from flame_pipeline.paths import Paths
+from flame_pipeline.store import ResultsStore
+
+MODEL_ORDER = ["clip", "flame"]          # the paper lists the baseline first
+MODEL_NAMES = {"clip": "CLIP (text tower from scratch)", "flame": "FLAME (frozen LLM)"}
+SHORT = {"i2t_R@1": "I2T R@1", "i2t_R@5": "I2T R@5", "i2t_R@10": "I2T R@10",
+         "t2i_R@1": "T2I R@1", "t2i_R@5": "T2I R@5", "t2i_R@10": "T2I R@10",
+         "top1": "top-1", "top5": "top-5"}
+
+# (title, benchmark family, metrics shown per benchmark, note)
+SECTIONS = [
+    ("Zero-shot classification", "zeroshot", ["top1", "top5"],
+     "Class names in templates, single prompt, template embeddings averaged per class."),
+    ("Image-text retrieval", "retrieval", ["i2t_R@1", "i2t_R@5", "i2t_R@10",
+                                           "t2i_R@1", "t2i_R@5", "t2i_R@10"],
+     "Duplicate-aware: identical images (sha256) and identical captions are one gallery item."),
+    ("Long-caption retrieval", "long_retrieval", ["i2t_R@1", "t2i_R@1"],
+     "Long captions with hard negatives in the gallery."),
+    ("Long-caption retrieval, captions truncated to 77 tokens", "long_retrieval_77",
+     ["i2t_R@1", "t2i_R@1"], "The same rows with every caption cut to its first 77 tokens."),
+    ("Multilingual retrieval, image->text", "multilingual", ["i2t_R@1"],
+     "Per language, single prompt with the English template."),
+    ("Multilingual retrieval, text->image", "multilingual", ["t2i_R@1"], ""),
+    ("Linear probe", "linear_probe", ["top1"],
+     "Logistic regression on average-pooled vision features without the projector."),
+]
+
+
+def latest_run(store: ResultsStore, profile: str) -> dict:
+    runs = store.query(
+        "SELECT run_id, params_hash, code_version, started_at, ended_at FROM runs "
+        "WHERE profile = ? AND stage = 'evaluate' AND status = 'succeeded' "
+        "ORDER BY ended_at DESC LIMIT 1", [profile])
+    if runs.is_empty():
+        raise LookupError(f"no successful evaluate run for profile {profile!r} in {store.path}")
+    return runs.row(0, named=True)
+
+
+def run_metrics(store: ResultsStore, run_id: str) -> pl.DataFrame:
+    return store.query("SELECT model, benchmark, metric, value, inputs FROM metrics "
+                       "WHERE run_id = ? ORDER BY model, benchmark, metric", [run_id])
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def family_table(metrics: pl.DataFrame, family: str, shown: Sequence[str]) -> str | None:
+    """One Markdown table: a row per model of the run, a column per (benchmark, metric)."""
+    rows = metrics.filter(pl.col("benchmark").str.starts_with(family + "/")
+                          & pl.col("metric").is_in(list(shown)))
+    if rows.is_empty():
+        return None
+    benches = sorted(rows["benchmark"].unique())
+    columns = [(b, m) for b in benches for m in shown
+               if not rows.filter((pl.col("benchmark") == b) & (pl.col("metric") == m)).is_empty()]
+    lookup = {(r["model"], r["benchmark"], r["metric"]): r["value"] for r in rows.iter_rows(named=True)}
+    present = set(metrics["model"])
+    models = [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
+    heads = [f"{b.removeprefix(family + '/')} {SHORT.get(m, m)}" for b, m in columns]
+    lines = ["| model | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(columns)]
+    for model in models:
+        cells = [_cell(lookup.get((model, b, m))) for b, m in columns]
+        lines.append(f"| {MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str]) -> str:
+    """The report text: provenance, one table per benchmark family, then the plots."""
+    inputs = sorted(set(metrics["inputs"].drop_nulls())) if not metrics.is_empty() else []
+    out = ["# Evaluation report", "",
+           "Generated from the results store (DuckDB `metrics` table); every number below is a "
+           "row of the run named here.", "",
+           f"- run: `{run['run_id']}` (params `{run['params_hash']}`, code `{run['code_version']}`)",
+           f"- finished: {run['ended_at']}",
+           f"- inputs (artifact hashes): `{'; '.join(inputs) or 'none'}`", ""]
+    for title, family, shown, note in SECTIONS:
+        table = family_table(metrics, family, shown)
+        if table is None:
+            continue
+        out += [f"## {title}", ""] + ([note, ""] if note else []) + [table, ""]
+    sizes = metrics.filter(pl.col("metric").is_in(["n_images", "n_texts"])
+                           & (pl.col("model") == metrics["model"].min()))
+    if not sizes.is_empty():
+        out += ["## Gallery sizes (unique images / unique texts)", "",
+                "| benchmark | images | texts |", "|---|---:|---:|"]
+        wide = sizes.pivot(on="metric", index="benchmark", values="value").sort("benchmark")
+        for r in wide.iter_rows(named=True):
+            out.append(f"| {r['benchmark']} | {int(r.get('n_images') or 0)} | {int(r.get('n_texts') or 0)} |")
+        out.append("")
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+def write_report(cfg: Profile) -> Path:
+    """Write ``eval/report.md`` from the latest successful evaluate run of ``cfg``'s profile."""
+    paths = Paths.of(cfg)
+    store = ResultsStore(paths.results_db)
+    run = latest_run(store, cfg.name)
+    plots = sorted(p.relative_to(paths.eval).as_posix() for p in paths.plots.glob("*.png")) \
+        if paths.plots.exists() else []
+    text = render_report(run, run_metrics(store, run["run_id"]), plots)
+    with atomic_path(paths.report) as tmp:
+        tmp.write_text(text)
+    return paths.report
