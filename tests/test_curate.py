@@ -1,0 +1,279 @@
+"""Curation stage: normalisation, drop reasons, dedupe, splits, token counts, stats, reruns."""
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flame_pipeline.config import load_profile
+from flame_pipeline.data.curate import ManifestError, curate, load_tokenizer
+from flame_pipeline.paths import Paths
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+DEFAULTS = {"source": "scenes", "source_ref": "gen", "split": "train", "caption": "a red cube",
+            "long_caption": None, "language": "en", "labels": "{}", "group": None,
+            "status": "kept", "reason": None, "n_bytes": 100, "width": 32, "height": 32}
+
+
+def sha(n) -> str:
+    return hashlib.sha256(f"image-{n}".encode()).hexdigest()
+
+
+def profile(tmp_path, **curate):
+    overrides = {"data_dir": str(tmp_path)} | {f"curate.{k}": v for k, v in curate.items()}
+    return load_profile("tiny", PARAMS, overrides)
+
+
+def write_manifest(tmp_path, rows: list[dict]) -> pl.DataFrame:
+    full = []
+    for i, row in enumerate(rows):
+        r = DEFAULTS | {"key": f"k{i:04d}", "sha256": sha(i)} | row
+        if r["status"] == "rejected":
+            r["sha256"] = None
+        full.append(r)
+    schema = {c: (pl.Int64 if c in ("n_bytes", "width", "height") else pl.String) for c in full[0]}
+    frame = pl.DataFrame(full, schema=schema)
+    path = Paths(tmp_path).manifest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+    return frame
+
+
+def run(tmp_path, rows, **curate_cfg):
+    write_manifest(tmp_path, rows)
+    out = curate(profile(tmp_path, **curate_cfg))
+    paths = Paths(tmp_path)
+    return out, pl.read_parquet(paths.captions), pl.read_parquet(paths.dropped)
+
+
+def reasons(dropped: pl.DataFrame) -> dict[str, str]:
+    return dict(zip(dropped["key"], dropped["reason"]))
+
+
+def test_normalises_caption_and_long_caption(tmp_path):
+    _, kept, _ = run(tmp_path, [
+        {"caption": '  a "red"   cube?', "long_caption": "A red cube.\n  It sits on grass"},
+        {"caption": "a blue ball", "long_caption": "  \t "},
+    ])
+    assert kept["caption"].to_list() == ["a 'red' cube.", "a blue ball."]
+    assert kept["long_caption"].to_list() == ["A red cube. It sits on grass.", None]
+    assert kept.columns == ["key", "source", "split", "language", "caption", "long_caption", "labels",
+                            "group", "n_tokens", "n_tokens_long", "is_long", "dup_group"]
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"caption": None}, "empty_caption"),
+    ({"caption": " \n "}, "empty_caption"),
+    ({"caption": "Image"}, "boilerplate"),
+    ({"caption": "untitled"}, "boilerplate"),
+    ({"caption": "Stock Photo"}, "boilerplate"),
+    ({"caption": "A cat on a mat - click to enlarge"}, "boilerplate"),
+    ({"caption": "IMG_1234.jpg"}, "boilerplate"),
+    ({"caption": "DSC01234"}, "boilerplate"),
+    ({"caption": "my holiday.PNG"}, "boilerplate"),
+    ({"caption": "https://example.com/a/b.jpg"}, "boilerplate"),
+    ({"caption": "www.example.com"}, "boilerplate"),
+    ({"caption": "ab"}, "too_short"),                     # 'ab.' is 3 chars: min_chars 4 below
+    ({"caption": "x" * 50}, "too_long"),
+    ({"caption": "a red cube", "long_caption": "y" * 50}, "too_long"),
+    ({"caption": "sponsored content here"}, "boilerplate"),  # the profile's own pattern
+])
+def test_each_drop_reason(tmp_path, row, reason):
+    _, kept, dropped = run(tmp_path, [row, {"caption": "a photo of a red cube on grass"}],
+                           min_chars=4, max_chars=40, boilerplate_patterns=["^sponsored"])
+    assert reasons(dropped) == {"k0000": reason}
+    assert dropped["stage"].to_list() == ["curate"]
+    assert kept["key"].to_list() == ["k0001"]
+
+
+@pytest.mark.parametrize("caption", [
+    "an image of a cat", "a picture frame on a wall", "stock photo of a dog in snow",
+    "IMG of a red cube", "the photo booth", "www is short for world wide web"])
+def test_real_captions_are_not_boilerplate(tmp_path, caption):
+    _, kept, dropped = run(tmp_path, [{"caption": caption}])
+    assert len(kept) == 1 and len(dropped) == 0
+
+
+def test_boilerplate_detail_names_the_pattern(tmp_path):
+    _, _, dropped = run(tmp_path, [{"caption": "Sponsored: a cube"}], boilerplate_patterns=["^sponsored"])
+    assert dropped["detail"].to_list() == ["^sponsored"]
+
+
+def test_invalid_pattern_is_a_clear_error_before_any_output(tmp_path):
+    write_manifest(tmp_path, [{}])
+    with pytest.raises(ValueError, match=r"curate.boilerplate_patterns\[1\]: invalid regex"):
+        curate(profile(tmp_path, boilerplate_patterns=["ok", "(unclosed"]))
+    assert not Paths(tmp_path).curated.exists()
+
+
+def test_exact_duplicates_same_image_and_caption_only(tmp_path):
+    _, kept, dropped = run(tmp_path, [
+        {"caption": "a red cube", "sha256": sha("A")},
+        {"caption": "a red cube.", "sha256": sha("A")},    # same after normalisation: duplicate
+        {"caption": "a red cube", "sha256": sha("B")},     # same text, other image: kept
+        {"caption": "a green ball", "sha256": sha("A")},   # other text, same image: kept
+    ])
+    assert reasons(dropped) == {"k0001": "duplicate"}
+    assert dropped["detail"].to_list() == ["k0000"]
+    assert kept["key"].to_list() == ["k0000", "k0002", "k0003"]
+    assert kept["dup_group"].to_list() == ["k0000", "k0002", "k0000"]  # first row showing the image
+
+
+def test_near_duplicates_on_the_same_image(tmp_path):
+    rows = [
+        {"caption": "A red cube on the grass", "sha256": sha("A")},
+        {"caption": "a red cube, on the grass!!", "sha256": sha("A")},   # canonical text equal
+        {"caption": "a red cube on the grass", "sha256": sha("B")},      # other image: kept
+        {"caption": "a red cube on green grass", "sha256": sha("A")},    # similar, below 0.9
+        {"caption": "12345", "sha256": sha("A")},                        # no letters: never near
+        {"caption": "1234!", "sha256": sha("A")},
+    ]
+    _, kept, dropped = run(tmp_path, rows)
+    assert reasons(dropped) == {"k0001": "near_duplicate"}
+    assert dropped["detail"].to_list() == ["k0000"]
+    assert "k0003" in kept["key"].to_list()
+    _, _, dropped = run(tmp_path, rows, near_dup_threshold=0.5)       # a looser threshold
+    assert reasons(dropped) == {"k0001": "near_duplicate", "k0003": "near_duplicate"}
+
+
+def test_dedupe_never_crosses_splits(tmp_path):
+    _, kept, dropped = run(tmp_path, [
+        {"caption": "a red cube", "sha256": sha("A"), "split": "train"},
+        {"caption": "a red cube", "sha256": sha("A"), "split": "test"},
+        {"caption": "a red cube!", "sha256": sha("A"), "split": "test"},
+    ])
+    assert kept["key"].to_list() == ["k0000", "k0001"]
+    assert reasons(dropped) == {"k0002": "near_duplicate"}
+    assert dropped["detail"].to_list() == ["k0001"]  # the test row, never the train row
+
+
+def expected_split(unit: str, fraction: float) -> str:
+    return "test" if int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16) / 16**8 < fraction else "train"
+
+
+def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
+    rows = [{"split": None, "caption": f"object number {i}"} for i in range(300)]
+    rows += [{"split": None, "group": "scene-7", "caption": f"scene seven variant {c}"} for c in "abcd"]
+    rows += [{"split": "test", "caption": "a held out scene"}, {"split": "train", "caption": "a train scene"}]
+    manifest = write_manifest(tmp_path, rows)
+    cfg = profile(tmp_path, test_fraction=0.25)
+    curate(cfg)
+    kept = pl.read_parquet(Paths(tmp_path).captions)
+    assert kept["split"].null_count() == 0 and set(kept["split"]) == {"train", "test"}
+    units = manifest.select("key", unit=pl.coalesce("group", "sha256"), given="split")
+    want = {k: g or expected_split(u, 0.25) for k, u, g in units.iter_rows()}
+    assert dict(zip(kept["key"], kept["split"])) == want
+    assert kept.filter(pl.col("group") == "scene-7")["split"].n_unique() == 1  # a group stays together
+    n_test = kept.filter(pl.col("group").is_null() & pl.col("key").is_in([f"k{i:04d}" for i in range(300)])
+                         & (pl.col("split") == "test")).height
+    assert 50 <= n_test <= 100                                               # ~25% of 300
+    assert kept.filter(pl.col("key") == "k0304")["split"].to_list() == ["test"]  # source split kept
+    assert kept["key"].is_unique().all()
+
+
+def test_every_kept_row_is_accounted_for(tmp_path):
+    rows = [{"caption": c, "sha256": sha(i % 5)} for i, c in enumerate(
+        ["a cube", "a cube", "image", None, "a ball", "a ball!", "x", "a tree", "a tree", "a house"] * 6)]
+    rows += [{"status": "rejected", "reason": "decode_error", "caption": "a cube"},
+             {"status": "rejected", "reason": "http_404", "caption": None}]
+    manifest = write_manifest(tmp_path, rows)
+    out = curate(profile(tmp_path))
+    kept = pl.read_parquet(Paths(tmp_path).captions)
+    dropped = pl.read_parquet(Paths(tmp_path).dropped)
+    manifest_kept = manifest.filter(pl.col("status") == "kept")["key"]
+    assert len(kept) + len(dropped) == len(manifest_kept) == 60
+    assert set(kept["key"]) | set(dropped["key"]) == set(manifest_kept)
+    assert not set(kept["key"]) & set(dropped["key"])
+    assert out.rows == {"captions": len(kept), "dropped": len(dropped)}
+    assert dropped["reason"].null_count() == 0
+
+
+def test_token_counts_equal_the_tokenizer(tmp_path):
+    long = "A red cube sits on the left of a small blue ball. " * 12
+    cfg = profile(tmp_path, long_tokens=77)
+    write_manifest(tmp_path, [{"caption": "a red cube"}, {"caption": "Ein roter Würfel", "long_caption": long},
+                              {"caption": "a cube", "long_caption": "A cube. It is red."}])
+    curate(cfg)
+    kept = pl.read_parquet(Paths(tmp_path).captions)
+    tok = load_tokenizer(cfg.embed.llm)
+    count = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert kept["n_tokens"].to_list() == [count(c) for c in kept["caption"]]
+    assert kept["n_tokens_long"].to_list() == [None, count(kept["long_caption"][1]), count("A cube. It is red.")]
+    assert kept["is_long"].to_list() == [False, True, False]
+    assert kept["n_tokens_long"][1] > 77 > kept["n_tokens_long"][2]
+
+
+def test_stats_json(tmp_path):
+    rows = [{"caption": "a red cube", "language": "en", "source": "scenes"},
+            {"caption": "ein roter Würfel", "language": "de", "source": "scenes", "split": "test"},
+            {"caption": "a sneaker", "language": "en", "source": "fashion_mnist",
+             "long_caption": "A white sneaker. " * 30},
+            {"caption": "image", "source": "fashion_mnist"},
+            {"status": "rejected", "reason": "truncated_image"},
+            {"status": "rejected", "reason": "truncated_image"},
+            {"status": "rejected", "reason": "empty_caption"}]
+    run(tmp_path, rows)
+    stats = json.loads(Paths(tmp_path).curate_stats.read_text())
+    assert stats["manifest_rows"] == 7
+    assert stats["download"] == {"kept": 4, "rejected": 3}
+    assert stats["curated"] == 3 and stats["dropped"] == 1
+    assert stats["rejection_reasons"] == {"download": {"empty_caption": 1, "truncated_image": 2},
+                                          "curate": {"boilerplate": 1}}
+    assert stats["per_language"] == {"de": 1, "en": 2}
+    assert stats["per_source"] == {"fashion_mnist": 1, "scenes": 2}
+    assert stats["per_split"] == {"test": 1, "train": 2}
+    assert stats["long"] == {"long_tokens": 77, "with_long_caption": 1, "is_long": 1}
+    hist = stats["token_histogram"]["caption"]
+    assert hist["n"] == 3 and sum(hist["counts"]) == 3
+    assert len(hist["counts"]) == len(hist["bin_edges"])           # last bin is open-ended
+    assert stats["token_histogram"]["long_caption"]["n"] == 1
+    assert (Paths(tmp_path).curated / "token_lengths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_gives_identical_bytes_and_skips_finished_work(tmp_path):
+    rows = [{"caption": f"a cube number {i % 7}", "sha256": sha(i % 9), "split": None,
+             "long_caption": "A cube. " * (i % 20)} for i in range(80)]
+    write_manifest(tmp_path, rows)
+    cfg = profile(tmp_path)
+    paths = Paths(tmp_path)
+    first = curate(cfg)
+    files = [paths.captions, paths.dropped, paths.curate_stats, paths.curated / "token_lengths.png"]
+    snap = {f: f.read_bytes() for f in files}
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    again = curate(cfg)
+    assert again.summary["resumed"] and not first.summary["resumed"]
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes        # nothing rewritten
+    # a run killed before its last write (stats.json) is redone, with the same bytes
+    paths.curate_stats.unlink()
+    paths.dropped.write_bytes(b"half written")
+    assert not curate(cfg).summary["resumed"]
+    assert {f: f.read_bytes() for f in files} == snap
+
+
+def test_changed_params_are_not_skipped(tmp_path):
+    write_manifest(tmp_path, [{"caption": "abcd"}, {"caption": "a longer caption"}])
+    curate(profile(tmp_path, min_chars=3))
+    out = curate(profile(tmp_path, min_chars=10))
+    assert not out.summary["resumed"] and out.rows == {"captions": 1, "dropped": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.drop("sha256"), r"missing column\(s\) \['sha256'\]"),
+    (lambda f: pl.concat([f, f.head(1)]), "keys must be unique"),
+    (lambda f: f.with_columns(status=pl.lit("maybe")), "status must be kept/rejected"),
+    (lambda f: f.with_columns(split=pl.lit("val")), "split must be train/test/null"),
+    (lambda f: f.with_columns(sha256=pl.lit(None, pl.String)), "has no image sha256"),
+    (lambda f: f.with_columns(caption=pl.lit(1)), "column 'caption' is Int32"),
+])
+def test_bad_manifest_is_a_clear_error(tmp_path, change, message):
+    frame = write_manifest(tmp_path, [{}, {}])
+    change(frame).write_parquet(Paths(tmp_path).manifest)
+    with pytest.raises(ManifestError, match=message):
+        curate(profile(tmp_path))
+    assert not Paths(tmp_path).curated.exists()
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the download stage first"):
+        curate(profile(tmp_path))
