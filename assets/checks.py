@@ -1,0 +1,214 @@
+"""Asset checks: each reads the files a stage wrote and can fail.
+
+Data checks (download, curate, embed) are blocking: a failure stops the chain before the
+next stage reads bad data. The evaluation checks are errors but not blocking (nothing
+runs after evaluation).
+"""
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, MetadataValue,
+                     asset_check)
+
+from assets.metadata import md_table
+from assets.resources import FlameParams, ResultsStoreResource
+from assets.stages import stage_key
+from flame_pipeline.paths import Paths
+
+NORM_TOLERANCE = 2e-2      # fp16 storage: |1 - ||e||| stays well under this for normalised rows
+RECALL = re.compile(r"^(i2t|t2i)_R@(\d+)$")
+
+
+def _result(problems: list[str], severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+            **metadata) -> AssetCheckResult:
+    """Passed when there are no problems; the problems (first 50) are listed in the metadata."""
+    if problems:
+        metadata["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]))
+    return AssetCheckResult(passed=not problems, severity=severity, metadata=metadata)
+
+
+def _keys(frame: pl.DataFrame) -> set[str]:
+    return set(frame["key"].to_list())
+
+
+# ------------------------------------------------------------------ download
+@asset_check(asset=stage_key("download"), blocking=True,
+             description="Every input row is in the manifest as kept or rejected (with a reason), "
+                         "keys are unique, and the shards hold exactly the kept samples.")
+def every_row_accounted_for(flame: FlameParams) -> AssetCheckResult:
+    paths = Paths.of(flame.load())
+    manifest = pl.read_parquet(paths.manifest)
+    problems = []
+    kept = manifest.filter(pl.col("status") == "kept")
+    rejected = manifest.filter(pl.col("status") == "rejected")
+    other = manifest.height - kept.height - rejected.height
+    if other:
+        problems.append(f"{other} manifest rows are neither kept nor rejected")
+    if manifest["key"].n_unique() != manifest.height:
+        problems.append(f"{manifest.height - manifest['key'].n_unique()} duplicate keys")
+    if (n := rejected["reason"].is_null().sum()):
+        problems.append(f"{n} rejected rows without a reason")
+    if (n := kept["sha256"].is_null().sum()):
+        problems.append(f"{n} kept rows without a sha256")
+    index = json.loads((paths.raw_shards / "index.json").read_text())
+    in_shards = sum(int(shard["samples"]) for shard in index["shards"])
+    if in_shards != kept.height:
+        problems.append(f"shards hold {in_shards} samples but the manifest keeps {kept.height}")
+    reasons = (rejected.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+               .rows())
+    return _result(problems, input_rows=manifest.height, kept=kept.height,
+                   rejected=rejected.height, samples_in_shards=in_shards,
+                   rejection_reasons=MetadataValue.md(md_table(["reason", "rows"], reasons)
+                                                      if reasons else "none"))
+
+
+# ------------------------------------------------------------------ curate
+@asset_check(asset=stage_key("curate"), blocking=True,
+             description="Every kept download row is either a curated caption or dropped with a "
+                         "reason, never both; every caption has a train/test split.")
+def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
+    paths = Paths.of(flame.load())
+    kept = _keys(pl.read_parquet(paths.manifest).filter(pl.col("status") == "kept"))
+    captions = pl.read_parquet(paths.captions)
+    dropped = pl.read_parquet(paths.dropped)
+    cap, drop = _keys(captions), _keys(dropped)
+    problems = []
+    if missing := kept - cap - drop:
+        problems.append(f"{len(missing)} kept rows neither curated nor dropped, e.g. {sorted(missing)[:3]}")
+    if both := cap & drop:
+        problems.append(f"{len(both)} rows both curated and dropped, e.g. {sorted(both)[:3]}")
+    if extra := (cap | drop) - kept:
+        problems.append(f"{len(extra)} rows not kept by download, e.g. {sorted(extra)[:3]}")
+    if captions.height != len(cap):
+        problems.append(f"{captions.height - len(cap)} duplicate caption keys")
+    if (n := (~captions["split"].is_in(["train", "test"]) | captions["split"].is_null()).sum()):
+        problems.append(f"{n} captions without a train/test split")
+    if (n := dropped["reason"].is_null().sum()):
+        problems.append(f"{n} dropped rows without a reason")
+    reasons = dropped.group_by("reason").len().sort(["len", "reason"], descending=[True, False]).rows()
+    return _result(problems, kept_by_download=len(kept), curated=captions.height,
+                   dropped=dropped.height,
+                   drop_reasons=MetadataValue.md(md_table(["reason", "rows"], reasons)
+                                                 if reasons else "none"))
+
+
+# ------------------------------------------------------------------ embed
+@asset_check(asset=stage_key("embed"), blocking=True,
+             description="One embedding row per curated caption; every valid embedding is finite "
+                         "and unit-norm.")
+def embeddings_finite_unit_norm(flame: FlameParams) -> AssetCheckResult:
+    from flame_pipeline.shards import iter_shards
+
+    paths = Paths.of(flame.load())
+    captions = _keys(pl.read_parquet(paths.captions))
+    names = json.loads(paths.embed_meta.read_text())["names"]
+    problems, keys, n_valid, worst = [], [], 0, 0.0
+    for row in iter_shards(paths.embed_shards):
+        keys.append(row["key"])
+        emb = np.asarray(row["emb"], dtype=np.float32)
+        valid = np.asarray(row["valid"]).astype(bool)
+        if emb.shape != (len(names), emb.shape[-1]) or valid.shape != (len(names),):
+            problems.append(f"{row['key']}: emb {emb.shape}, valid {valid.shape}, "
+                            f"expected {len(names)} rows ({names})")
+            continue
+        if not np.isfinite(emb[valid]).all():
+            problems.append(f"{row['key']}: non-finite values")
+            continue
+        err = np.abs(np.linalg.norm(emb[valid], axis=1) - 1.0)
+        n_valid += int(valid.sum())
+        worst = max(worst, float(err.max(initial=0.0)))
+        if (err > NORM_TOLERANCE).any():
+            problems.append(f"{row['key']}: norm off by {err.max():.3g}")
+    if len(set(keys)) != len(keys):
+        problems.append(f"{len(keys) - len(set(keys))} duplicate embedding keys")
+    if set(keys) != captions:
+        problems.append(f"{len(captions - set(keys))} captions without embeddings, "
+                        f"{len(set(keys) - captions)} embeddings without a caption")
+    return _result(problems, rows=len(keys), valid_embeddings=n_valid,
+                   max_norm_error=MetadataValue.float(worst), facets=names)
+
+
+# ------------------------------------------------------------------ train, train_baseline
+def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
+    @asset_check(asset=stage_key(stage), name="loss_finite", blocking=True,
+                 description=f"The training curve of models/{model_dir} has no NaN or infinite loss.")
+    def _check(flame: FlameParams) -> AssetCheckResult:
+        curve = Paths.of(flame.load()).models / model_dir / "curve.csv"
+        with open(curve, newline="") as f:
+            rows = list(csv.DictReader(f))
+        bad = [r["step"] for r in rows if not math.isfinite(float(r["loss"]))]
+        problems = [f"non-finite loss at steps {bad[:10]}"] if bad else []
+        if not rows:
+            problems.append(f"{curve} has no rows")
+        return _result(problems, logged_steps=len(rows),
+                       last_step=int(float(rows[-1]["step"])) if rows else -1,
+                       last_loss=MetadataValue.float(float(rows[-1]["loss"]) if rows else math.nan))
+
+    return _check
+
+
+# ------------------------------------------------------------------ evaluate
+def _latest_metrics(results: ResultsStoreResource) -> tuple[str, pl.DataFrame]:
+    from flame_pipeline.eval.report import latest_run, run_metrics
+
+    cfg = results.params.load()
+    store = results.store()
+    run = latest_run(store, cfg.name)
+    return run["run_id"], run_metrics(store, run["run_id"])
+
+
+@asset_check(asset=stage_key("evaluate"),
+             description="The latest evaluate run recorded metrics in DuckDB for both FLAME and "
+                         "CLIP on the same benchmarks.")
+def flame_vs_clip_recorded(results: ResultsStoreResource) -> AssetCheckResult:
+    run_id, metrics = _latest_metrics(results)
+    by_model = {m: set(zip(g["benchmark"], g["metric"]))
+                for (m,), g in metrics.group_by("model")}
+    problems = [f"no metrics for {m}" for m in ("flame", "clip") if not by_model.get(m)]
+    if not problems and (diff := by_model["flame"] ^ by_model["clip"]):
+        problems.append(f"{len(diff)} benchmark metrics recorded for one model only, "
+                        f"e.g. {sorted(diff)[:3]}")
+    counts = [[m, len(v)] for m, v in sorted(by_model.items())]
+    return _result(problems, run_id=run_id,
+                   metrics_per_model=MetadataValue.md(md_table(["model", "metrics"], counts)))
+
+
+def chance_recall(k: int, gallery: float) -> float:
+    """Recall@K in percent of a random ranking with one relevant item among ``gallery``."""
+    return 100.0 * min(1.0, k / gallery)
+
+
+@asset_check(asset=stage_key("evaluate"),
+             description="FLAME's image-text retrieval beats chance (K / gallery size) on every "
+                         "retrieval benchmark, both directions, at every recorded K.")
+def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
+    run_id, metrics = _latest_metrics(results)
+    flame = {(b, k): v for b, k, v in metrics.filter(pl.col("model") == "flame")
+             .select("benchmark", "metric", "value").rows()}
+    table, problems = [], []
+    for (bench, metric), value in sorted(flame.items()):
+        m = RECALL.match(metric)
+        gallery = flame.get((bench, "n_texts" if m and m[1] == "i2t" else "n_images"))
+        if not m or not gallery:
+            continue
+        chance = chance_recall(int(m[2]), gallery)
+        table.append([bench, metric, value, chance])
+        if not value > chance:
+            problems.append(f"{bench} {metric} = {value:.3g} <= chance {chance:.3g}")
+    if not table:
+        problems.append("no retrieval recall with a gallery size recorded for flame")
+    return _result(problems, AssetCheckSeverity.WARN, run_id=run_id, recalls=MetadataValue.md(
+        md_table(["benchmark", "metric", "flame", "chance"], table)))
+
+
+CHECKS: list[AssetChecksDefinition] = [
+    every_row_accounted_for, kept_rows_curated_or_dropped, embeddings_finite_unit_norm,
+    _loss_check("train", "flame"), _loss_check("train_baseline", "clip"),
+    flame_vs_clip_recorded, retrieval_above_chance,
+]

@@ -1,0 +1,30 @@
+"""The Definitions object that workspace.yaml loads.
+
+The profile is params.yaml's ``default`` unless the environment says otherwise
+(``FLAME_PROFILE``, ``FLAME_PARAMS``, as for the ``flame`` CLI); any run can override it,
+and any parameter, in the launchpad's resource config.
+"""
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions
+
+from assets.automation import flame_chain, new_raw_data, weekly_retrain
+from assets.checks import CHECKS
+from assets.resources import FlameParams, LLMSpec, ResultsStoreResource
+from assets.stages import STAGE_ASSETS
+
+
+def build_definitions(profile: str | None = None, params_path: str | None = None) -> Definitions:
+    llm = LLMSpec()
+    flame = FlameParams(profile=profile or os.environ.get("FLAME_PROFILE", "default"),
+                        params_path=params_path or os.environ.get("FLAME_PARAMS", "params.yaml"),
+                        llm=llm)
+    return Definitions(
+        assets=STAGE_ASSETS, asset_checks=CHECKS, jobs=[flame_chain],
+        schedules=[weekly_retrain], sensors=[new_raw_data],
+        resources={"flame": flame, "llm": llm, "results": ResultsStoreResource(params=flame)})
+
+
+defs = build_definitions()
