@@ -40,6 +40,7 @@ class EmojiSource(Section):
     image_size: int = Field(64, ge=16)
     languages: list[str] = ["en", "de", "fr", "es"]
     test_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    font: str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
 
 class OpenClipartSource(Section):
@@ -60,6 +61,7 @@ class FashionMnistSource(Section):
 class UrlListSource(Section):
     kind: Literal["url_list"] = "url_list"
     path: str
+    header: bool = True             # false: columns are named column_1, column_2, ... (CC3M's TSV)
     url_column: str = "url"
     caption_column: str = "caption"
     workers: int = Field(16, ge=1)
@@ -93,6 +95,7 @@ class DownloadConfig(Section):
     sources: list[Source]
     max_side: int = Field(256, ge=8)          # stored images are resized to fit this
     max_pixels: int = Field(50_000_000, ge=1)  # decompression-bomb guard
+    min_side: int = Field(8, ge=1)            # smaller images are rejected as "too small"
     chunk_size: int = Field(1000, ge=1)       # rows per resumable unit of work
 
 
@@ -121,6 +124,7 @@ class EmbedConfig(Section):
     plan: list[tuple[Literal["caption", "long_caption"], str]] = [
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
     postprocess: Literal["none", "center", "whiten"] = "none"
+    init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
 
 
 class VisionConfig(Section):
@@ -161,6 +165,15 @@ class EvalConfig(Section):
                              "linear_probe", "interpretability"]
     batch_size: int = Field(256, ge=1)
     recall_ks: list[int] = [1, 5, 10]
+    # "multi": short captions use the "short" facet set, long ones "long"; "single": all use
+    # "single". Class names and non-English captions always use "single" (METHOD.md).
+    prompt_mode: Literal["multi", "single"] = "multi"
+    zeroshot_templates: list[str] = ["a photo of {}.", "a picture of {}.", "an image of {}.",
+                                     "a drawing of {}.", "{}."]
+    truncate_tokens: int = Field(77, ge=1)     # long captions cut to this many LLM tokens
+    probe_max_iter: int = Field(1000, ge=1)
+    interpret_images: int = Field(4, ge=1)
+    interpret_cells: int = Field(4, ge=1)      # the patch grid is pooled to cells x cells
 
 
 class Profile(Section):

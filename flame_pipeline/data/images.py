@@ -1,0 +1,100 @@
+"""Safe decoding of untrusted image bytes: validate, convert to RGB, fit, re-encode as PNG.
+
+``prepare_image`` never raises on bad input: it returns a ``PreparedImage`` whose ``reason``
+says why the bytes were rejected ("zero bytes", "not an image", "truncated or corrupt image",
+"decompression bomb", "too small"). The PNG it returns is a pure function of the input bytes
+and the limits, so reruns store byte-identical files.
+
+Decoding happens in the calling thread: Pillow's decompression-bomb limit is a module global,
+set from ``max_pixels`` for the duration of one call.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    png: bytes | None          # RGB PNG, longest side <= max_side; None when rejected
+    width: int | None
+    height: int | None
+    reason: str | None         # None when kept
+
+    @classmethod
+    def reject(cls, reason: str) -> "PreparedImage":
+        return cls(None, None, None, reason)
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow raises DecompressionBombError above 2x the limit and warns above 1x; make both errors."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im.convert("RGB")
+
+
+def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size that fits ``max_side`` keeping the aspect ratio (never upscales, never 0)."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode_png(im: Image.Image) -> bytes:
+    """Deterministic PNG bytes: no metadata, fixed compression level."""
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def prepare_image(data: bytes | None, *, max_side: int, max_pixels: int,
+                  min_side: int = 1) -> PreparedImage:
+    """Validate untrusted bytes and turn them into a stored PNG, or say why not."""
+    if not data:
+        return PreparedImage.reject("zero bytes")
+    try:
+        with _pixel_limit(max_pixels):
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if width * height > max_pixels:   # header check before any pixel is decoded
+                    return PreparedImage.reject("decompression bomb")
+                im.seek(0)                          # first frame of an animation
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return PreparedImage.reject("decompression bomb")
+    except UnidentifiedImageError:
+        return PreparedImage.reject("not an image")
+    except (OSError, SyntaxError, ValueError, EOFError):
+        # Pillow reports truncated streams, bad CRCs and broken headers with these types
+        return PreparedImage.reject("truncated or corrupt image")
+    if min(rgb.size) < min_side:
+        return PreparedImage.reject("too small")
+    size = fit_size(*rgb.size, max_side)
+    if size != rgb.size:
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    return PreparedImage(encode_png(rgb), size[0], size[1], None)

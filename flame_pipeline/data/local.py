@@ -1,0 +1,131 @@
+"""Local image-text sources: WebDataset tar shards and a folder of images with captions.
+
+WebDataset: members ``<key>.<jpg|jpeg|png|webp>`` with ``<key>.txt`` (the caption) or
+``<key>.json`` (its ``"caption"``); consecutive members sharing a key form one sample. Tars are
+read as streams and never extracted: a member whose name is absolute or contains ``..``, or
+that is not a regular file, rejects its sample.
+
+Folder: every image file (recursively) with the caption in the ``.txt`` beside it of the same
+stem; a caption file without an image is a row too ("missing image").
+"""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from flame_pipeline.config import FolderSource, WebDatasetSource
+from flame_pipeline.data.sample import RawSample
+from flame_pipeline.data.splits import hash_split
+
+TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+FOLDER_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: key = path up to the first dot of the basename
+
+
+def unsafe_member_name(name: str) -> bool:
+    """Absolute, climbing out with ``..``, or using Windows separators: never a sample's name."""
+    p = PurePosixPath(name)
+    return not name or p.is_absolute() or ".." in p.parts or "\\" in name
+
+
+def _readable(name: str) -> str:
+    """A file or member name as valid UTF-8 text (undecodable bytes shown as escapes)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    m = _KEY_EXT.match(name)
+    return (m.group(1), m.group(2).lower()) if m else (name, "")
+
+
+def _json_caption(raw: bytes) -> tuple[str | bytes | None, str | None]:
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "bad json"
+    caption = meta.get("caption") if isinstance(meta, dict) else None
+    return (caption if isinstance(caption, str) else None), None
+
+
+def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, bytes],
+                reason: str | None, test_fraction: float) -> RawSample:
+    full_key = f"webdataset/{tar_stem}/{key}"
+    image_ext = next((e for e in TAR_IMAGE_EXTS if e in members), None)
+    caption: str | bytes | None = members.get("txt")
+    if reason is None and caption is None and "json" in members:
+        caption, reason = _json_caption(members["json"])
+    if reason is None and image_ext is None:
+        reason = "missing image"
+    if reason is None and caption is None:
+        reason = "missing caption"
+    return RawSample(
+        key=full_key, source="webdataset", source_ref=f"{tar_path}:{key}.{image_ext or '*'}",
+        image=members.get(image_ext) if reason is None else None, caption=caption,
+        split=hash_split(full_key, test_fraction), reject_reason=reason)
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    if not path.is_file():
+        raise FileNotFoundError(f"webdataset shard {path} not found")
+    try:
+        return tarfile.open(path, mode="r|*")   # a stream: never extracted, never seeks
+    except tarfile.ReadError as err:
+        raise ValueError(f"{path}: not a readable tar file ({err})") from None
+
+
+def iter_webdataset(src: WebDatasetSource, start: int = 0) -> Iterator[RawSample]:
+    index = 0  # sample index over all shards
+    for p in src.paths:
+        path = Path(p)
+        stem = path.name.split(".")[0]
+        with _open_tar(path) as tar:
+            key, members, reason = None, {}, None
+            try:
+                for member in tar:
+                    if member.isdir():
+                        continue
+                    k, ext = _split_key(_readable(member.name))
+                    if key is not None and k != key:
+                        if index >= start:
+                            yield _tar_sample(stem, path, key, members, reason, src.test_fraction)
+                        index, members, reason = index + 1, {}, None
+                    key = k
+                    # in a stream a member's data is readable only until the next member
+                    if unsafe_member_name(member.name):
+                        reason = "unsafe tar member path"
+                    elif not member.isfile():
+                        reason = reason or "unsafe tar member type"
+                    elif index >= start and reason is None:
+                        members[ext] = tar.extractfile(member).read()
+            except tarfile.ReadError as err:
+                raise ValueError(f"{path}: corrupt tar after sample {key!r} ({err})") from None
+            if key is not None:
+                if index >= start:
+                    yield _tar_sample(stem, path, key, members, reason, src.test_fraction)
+                index += 1
+
+
+def iter_folder(src: FolderSource, start: int = 0) -> Iterator[RawSample]:
+    root = Path(src.path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found")
+    name = root.resolve().name
+    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+    images = [p for p in files if p.suffix.lower() in FOLDER_IMAGE_EXTS]
+    stems_with_image = {p.with_suffix("") for p in images}
+    orphans = [p for p in files if p.suffix == ".txt" and p.with_suffix("") not in stems_with_image]
+    rows = sorted(images + orphans, key=lambda p: p.relative_to(root).as_posix())
+    for path in rows[start:]:
+        key = f"folder/{name}/{_readable(path.relative_to(root).as_posix())}"
+        split = hash_split(key, src.test_fraction)
+        if path.suffix == ".txt":
+            yield RawSample(key=key, source="folder", source_ref=_readable(str(path)), image=None,
+                            caption=path.read_bytes(), split=split, reject_reason="missing image")
+            continue
+        txt = path.with_suffix(".txt")
+        yield RawSample(key=key, source="folder", source_ref=_readable(str(path)), image=path.read_bytes(),
+                        caption=txt.read_bytes() if txt.is_file() else None, split=split,
+                        reject_reason=None if txt.is_file() else "missing caption")

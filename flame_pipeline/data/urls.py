@@ -1,0 +1,220 @@
+"""A CC3M-style URL list (TSV / CSV / Parquet of url + caption) fetched into RawSamples.
+
+Fetching is concurrent (a thread pool over one ``httpx.Client``), bounded by a total
+per-URL time limit and ``max_bytes``; 5xx answers, timeouts and connection errors are
+retried with exponential back-off, 4xx answers are not. Only http and https URLs are
+fetched. Bodies (and 4xx answers, which a retry would not change) are cached per URL under
+the cache directory, so a second run fetches only what is still missing.
+
+TSV/CSV files are parsed as bytes-preserving text: a caption or URL that is not UTF-8
+reaches validation as bytes and is rejected for that row alone.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import json
+import time
+import urllib.parse
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import polars as pl
+
+from flame_pipeline.config import UrlListSource
+from flame_pipeline.data.sample import RawSample
+from flame_pipeline.data.splits import hash_split
+from flame_pipeline.files import atomic_path
+
+USER_AGENT = "flame-pipeline/0.1 (image-text dataset download)"
+SCHEMES = ("http", "https")
+
+Cell = str | bytes | None
+
+
+def _undecoded(text: str | None) -> Cell:
+    """Undo ``surrogateescape``: the str when it was valid UTF-8, else the original bytes."""
+    if text is None:
+        return None
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
+    """(url, caption) per data row, in file order. Missing cells are None."""
+    path = Path(src.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"url list {path} not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame = pl.read_parquet(path)
+        for col in (src.url_column, src.caption_column):
+            if col not in frame.columns:
+                raise ValueError(f"{path}: no column {col!r} (columns: {frame.columns})")
+        return list(zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list()))
+    if suffix not in (".tsv", ".csv"):
+        raise ValueError(f"{path}: url list must be .tsv, .csv or .parquet")
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        if suffix == ".tsv":
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.reader(f)
+        rows = list(reader)
+    if src.header:
+        if not rows:
+            raise ValueError(f"{path}: empty url list (no header row)")
+        names, rows = rows[0], rows[1:]
+    else:
+        names = [f"column_{i + 1}" for i in range(max((len(r) for r in rows), default=0))]
+    try:
+        ui, ci = names.index(src.url_column), names.index(src.caption_column)
+    except ValueError:
+        raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}; "
+                         f"found {names}") from None
+    return [(_undecoded(r[ui]) if ui < len(r) else None,
+             _undecoded(r[ci]) if ci < len(r) else None) for r in rows]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes | None
+    reason: str | None       # None when data holds the body
+    from_cache: bool = False
+
+
+class Fetcher:
+    """Fetch URL bodies with retries and a per-URL cache; thread-safe."""
+
+    def __init__(self, src: UrlListSource, cache_dir: str | Path):
+        self.src = src
+        self.cache_dir = Path(cache_dir)
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(src.timeout_s), follow_redirects=True,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=src.workers, max_keepalive_connections=src.workers))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _cache_paths(self, url: str) -> tuple[Path, Path]:
+        h = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        d = self.cache_dir / h[:2]
+        return d / f"{h}.bin", d / f"{h}.json"
+
+    def fetch(self, url: Cell) -> Fetched:
+        if not url:
+            return Fetched(None, "missing url")
+        if isinstance(url, bytes):
+            return Fetched(None, "invalid url")
+        url = url.strip()
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in SCHEMES:
+            return Fetched(None, "unsupported url scheme")
+        if not parts.netloc:
+            return Fetched(None, "invalid url")
+        body_path, fail_path = self._cache_paths(url)
+        if body_path.exists():
+            data = body_path.read_bytes()
+            return Fetched(None, "too large", True) if len(data) > self.src.max_bytes else Fetched(data, None, True)
+        if fail_path.exists():
+            return Fetched(None, json.loads(fail_path.read_text())["reason"], True)
+        result, permanent = self._fetch_with_retries(url)
+        if result.data is not None:
+            with atomic_path(body_path) as tmp:
+                tmp.write_bytes(result.data)
+        elif permanent:
+            with atomic_path(fail_path) as tmp:
+                tmp.write_text(json.dumps({"url": url, "reason": result.reason}))
+        return result
+
+    def _fetch_with_retries(self, url: str) -> tuple[Fetched, bool]:
+        """(result, whether a failure is permanent and may be cached)."""
+        reason = "timeout"
+        for attempt in range(self.src.retries + 1):
+            if attempt:
+                time.sleep(self.src.backoff_s * 2 ** (attempt - 1))
+            try:
+                return self._get(url)
+            except httpx.TimeoutException:
+                reason = "timeout"
+            except _ServerError as err:
+                reason = str(err)
+            except httpx.TooManyRedirects:
+                return Fetched(None, "too many redirects"), False
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+                return Fetched(None, "invalid url"), True
+            except httpx.TransportError:
+                reason = "connection error"
+        return Fetched(None, reason), False
+
+    def _get(self, url: str) -> tuple[Fetched, bool]:
+        deadline = time.monotonic() + self.src.timeout_s
+        with self.client.stream("GET", url) as r:
+            if r.status_code >= 500:
+                raise _ServerError(f"http {r.status_code}")
+            if r.status_code >= 400:
+                return Fetched(None, f"http {r.status_code}"), True
+            if r.status_code != 200:
+                return Fetched(None, f"http {r.status_code}"), False
+            declared = r.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.src.max_bytes:
+                return Fetched(None, "too large"), False
+            body = bytearray()
+            for block in r.iter_bytes():
+                body += block
+                if len(body) > self.src.max_bytes:
+                    return Fetched(None, "too large"), False
+                if time.monotonic() > deadline:   # a slow trickle: the limit is per URL, not per read
+                    raise httpx.ReadTimeout("total time limit", request=r.request)
+            return Fetched(bytes(body), None), False
+
+
+class _ServerError(Exception):
+    """A 5xx answer: worth a retry."""
+
+
+def _text_ref(value: Cell) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def iter_url_list(src: UrlListSource, cache_dir: str | Path, start: int = 0) -> Iterator[RawSample]:
+    """RawSamples of the list's rows from ``start`` on, fetched ``src.workers`` at a time, in order."""
+    rows = read_url_list(src)
+    stem = Path(src.path).stem
+    todo = iter(enumerate(rows[start:], start))
+    window: collections.deque[tuple[int, Cell, Cell, Future]] = collections.deque()
+    with Fetcher(src, cache_dir) as fetcher:
+        pool = ThreadPoolExecutor(max_workers=src.workers, thread_name_prefix="fetch")
+        try:
+            def submit() -> None:
+                for i, (url, caption) in todo:
+                    window.append((i, url, caption, pool.submit(fetcher.fetch, url)))
+                    return
+
+            for _ in range(2 * src.workers):
+                submit()
+            while window:
+                i, url, caption, fut = window.popleft()
+                submit()
+                got = fut.result()
+                key = f"url_list/{stem}/{i:08d}"
+                yield RawSample(key=key, source="url_list", source_ref=_text_ref(url),
+                                image=got.data, caption=caption,
+                                split=hash_split(key, src.test_fraction), reject_reason=got.reason)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
