@@ -143,7 +143,7 @@ def _draw_cross(d: ImageDraw.ImageDraw, cx, cy, r, fill):
 _DRAW: dict[str, Callable] = {
     "circle": lambda d, cx, cy, r, fill: d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill),
     "square": lambda d, cx, cy, r, fill: d.rectangle(
-        [cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=fill),
+        [cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r], fill=fill),
     "triangle": lambda d, cx, cy, r, fill: d.polygon(
         [(cx, cy - r), (cx + r, cy + 0.8 * r), (cx - r, cy + 0.8 * r)], fill=fill),
     "star": lambda d, cx, cy, r, fill: d.polygon(_star(cx, cy, r), fill=fill),
