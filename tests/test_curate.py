@@ -8,6 +8,7 @@ import pytest
 
 from flame_pipeline.config import load_profile
 from flame_pipeline.data.curate import ManifestError, curate
+from flame_pipeline.data.splits import hash_split
 from flame_pipeline.text.llm import load_tokenizer
 from flame_pipeline.paths import Paths
 
@@ -149,10 +150,6 @@ def test_dedupe_never_crosses_splits(tmp_path):
     assert dropped["detail"].to_list() == ["k0001"]  # the test row, never the train row
 
 
-def expected_split(unit: str, fraction: float) -> str:
-    return "test" if int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16) / 16**8 < fraction else "train"
-
-
 def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
     rows = [{"split": None, "caption": f"object number {i}"} for i in range(300)]
     rows += [{"split": None, "group": "scene-7", "caption": f"scene seven variant {c}"} for c in "abcd"]
@@ -163,7 +160,7 @@ def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
     kept = pl.read_parquet(Paths(tmp_path).captions)
     assert kept["split"].null_count() == 0 and set(kept["split"]) == {"train", "test"}
     units = manifest.select("key", unit=pl.coalesce("group", "sha256"), given="split")
-    want = {k: g or expected_split(u, 0.25) for k, u, g in units.iter_rows()}
+    want = {k: g or hash_split(u, 0.25) for k, u, g in units.iter_rows()}
     assert dict(zip(kept["key"], kept["split"])) == want
     assert kept.filter(pl.col("group") == "scene-7")["split"].n_unique() == 1  # a group stays together
     n_test = kept.filter(pl.col("group").is_null() & pl.col("key").is_in([f"k{i:04d}" for i in range(300)])

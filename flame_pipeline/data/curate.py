@@ -17,9 +17,10 @@ Rules, in order; a row is dropped with the first reason that applies:
 3. ``too_short`` / ``too_long``: caption shorter than ``min_chars``, or caption or long
    caption longer than ``max_chars`` characters (after normalisation).
 4. Split: a source's split is kept as is. Other rows are split by a stable hash of their
-   *split unit* (the ``group`` when set, else the image sha256): test when
-   ``int(sha256(unit)[:8], 16) / 16**8 < test_fraction``. Hashing the unit rather than the key
-   keeps related samples (a scene and its hard negatives) and repeated images on one side.
+   *split unit* (the ``group`` when set, else the image sha256), the rule of
+   ``splits.hash_split`` done in SQL: test when the first 8 bytes of sha256(unit), as an
+   integer over 2**64, are below ``test_fraction``. Hashing the unit rather than the key keeps
+   related samples (a scene and its hard negatives) and repeated images on one side.
 5. ``duplicate``: same image (sha256) and same normalised caption as an earlier row of the
    same split; the first row in manifest order is kept and named in ``detail``. The same
    caption on a *different* image is a different image-text pair and is not a duplicate
@@ -170,11 +171,12 @@ def _first_reason(frame: pl.DataFrame, cfg) -> pl.DataFrame:
 
 
 def assign_splits(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, test_fraction: float) -> pl.DataFrame:
-    """Fill null splits from the stable hash of each row's split unit (group, else image)."""
+    """Fill null splits from the stable hash of each row's split unit (group, else image);
+    the same rule as ``splits.hash_split``, vectorised."""
     con.register("rows", frame.select("_row", "split", "group", "sha256"))
     hashed = con.sql(f"""
         SELECT _row, coalesce(split, CASE
-            WHEN ('0x' || left(sha256(coalesce("group", sha256)), 8))::UBIGINT / 4294967296.0
+            WHEN ('0x' || left(sha256(coalesce("group", sha256)), 16))::UBIGINT / 18446744073709551616.0
                  < {float(test_fraction)!r} THEN 'test' ELSE 'train' END) AS split
         FROM rows""").pl()
     con.unregister("rows")
