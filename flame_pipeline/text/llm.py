@@ -200,3 +200,59 @@ def load_tokenizer(embed_cfg: EmbedConfig):
                         lambda d, f: AutoTokenizer.from_pretrained(d, gguf_file=f))
         return AutoTokenizer.from_pretrained(path)
     return AutoTokenizer.from_pretrained(str(src.path) if src.path else src.name)
+
+
+def _tiny_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, **_TINY_SHAPE)
+
+
+def device_and_dtype(embed_cfg: EmbedConfig) -> tuple[torch.device, torch.dtype]:
+    """CUDA when present; ``auto`` is bf16 on a bf16-capable GPU and fp32 on CPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if embed_cfg.dtype == "bf16":
+        return device, torch.bfloat16
+    if embed_cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return device, torch.bfloat16
+    return device, torch.float32
+
+
+def load_llm(embed_cfg: EmbedConfig):
+    """``(model, tokenizer)``: the frozen base model (no LM head), eval mode, SDPA attention,
+    on ``device_and_dtype(embed_cfg)``."""
+    from transformers import AutoModel
+
+    device, dtype = device_and_dtype(embed_cfg)
+    tokenizer = load_tokenizer(embed_cfg)
+    src = resolve(embed_cfg.llm)
+    if src.kind == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(embed_cfg.init_seed)
+            model = AutoModel.from_config(_tiny_config(tokenizer), attn_implementation="sdpa",
+                                          dtype=dtype)
+    else:
+        if src.kind in ("packaged", "gguf"):
+            where = _convert(src, "model", lambda d, f: AutoModel.from_pretrained(
+                d, gguf_file=f, dtype=torch.float32))
+        else:
+            where = src.path or src.name
+        model = AutoModel.from_pretrained(where, dtype=dtype, attn_implementation="sdpa")
+    model.requires_grad_(False)
+    return model.eval().to(device), tokenizer
+
+
+def llm_identity(embed_cfg: EmbedConfig) -> dict:
+    """What the weights are, without loading them: the key of the embedding cache."""
+    src = resolve(embed_cfg.llm)
+    if src.kind == "tiny":
+        tok = llm_identity(embed_cfg.model_copy(update={"llm": _TINY_TOKENIZER}))
+        return {"llm": TINY_RANDOM, "init_seed": embed_cfg.init_seed, "shape": _TINY_SHAPE,
+                "tokenizer": tok["weights"]}
+    if src.kind in ("packaged", "gguf"):
+        return {"llm": src.name if src.kind == "packaged" else src.path.name,
+                "weights": _gguf_record(src)["gguf_sha256"]}
+    if src.kind == "dir":
+        return {"llm": src.path.name, "weights": sha256_tree(src.path)}
+    return {"llm": src.name, "weights": "hub"}   # a hub id names its weights
