@@ -1,0 +1,238 @@
+"""The evaluate stage: every benchmark of METHOD.md, run identically on FLAME and on CLIP.
+
+Reads the curated test rows (and labelled training rows for the linear probe), the raw
+images and both trained models; writes ``eval/metrics.json`` and ``eval/plots/*.png``;
+returns the metrics as (model, benchmark, metric, value) rows, which ``stage.record``
+stores in DuckDB with the run and artifact hashes. ``write_report`` (``report.py``) makes
+``eval/report.md`` from DuckDB after recording.
+
+Benchmark names: ``zeroshot/<source>/<task>``, ``retrieval/<source>``,
+``long_retrieval/<source>``, ``long_retrieval_77/<source>`` (captions cut to
+``eval.truncate_tokens`` tokens), ``multilingual/<source>/<language>``,
+``linear_probe/<source>/<task>``. Evaluation is a pure function of its inputs; a killed
+run is simply run again (each output is written atomically).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+
+from flame_pipeline.config import Profile
+from flame_pipeline.eval import plots
+from flame_pipeline.eval.data import label_dicts, load_images, load_rows
+from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
+from flame_pipeline.eval.interpret import output_embedding, token_map
+from flame_pipeline.eval.probe import linear_probe
+from flame_pipeline.eval.report import write_report
+from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
+from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from flame_pipeline.files import write_json
+from flame_pipeline.paths import Paths
+from flame_pipeline.stage import StageOutput
+from flame_pipeline.vision.preprocess import decode, eval_batch
+
+__all__ = ["evaluate", "write_report", "run_benchmarks", "classification_tasks"]
+
+Results = dict[str, dict[str, float]]   # benchmark -> metric -> value
+
+
+@dataclass(frozen=True)
+class Task:
+    source: str
+    task: str
+    classes: list[str]
+
+
+def caption_set(mode: str, language: str = "en") -> str:
+    """The prompt set for a short caption: METHOD.md's single prompt for non-English text."""
+    return "short" if mode == "multi" and language == "en" else "single"
+
+
+def long_set(mode: str) -> str:
+    return "long" if mode == "multi" else "single"
+
+
+def class_text(source: str, task: str, value: str) -> str:
+    """The words a class is named with in the zero-shot templates."""
+    if source == "scenes":
+        from flame_pipeline.data.scenes import class_text as scene_class_text
+        return scene_class_text(task, value)
+    return value
+
+
+def classification_tasks(test: pl.DataFrame, train: pl.DataFrame) -> tuple[list[Task], list[str]]:
+    """(source, task) label pairs that make a classification benchmark, and why others do not.
+
+    A task qualifies when its test images carry at least two classes and some class has
+    several images (a label unique to each image, like an emoji's name, is retrieval, not
+    classification). Classes are those seen in either split.
+    """
+    tasks, skipped = [], []
+    pairs = sorted({(s, t) for s, labels in zip(test["source"], label_dicts(test)) for t in labels})
+    for source, task in pairs:
+        values = {}
+        for sha, labels in zip(test.filter(pl.col("source") == source)["sha256"],
+                               label_dicts(test.filter(pl.col("source") == source))):
+            if task in labels:
+                values.setdefault(sha, labels[task])
+        n_classes = len(set(values.values()))
+        if n_classes < 2 or n_classes >= len(values):
+            skipped.append(f"{source}/{task}: {n_classes} classes over {len(values)} test images")
+            continue
+        seen = set(values.values())
+        for labels in label_dicts(train.filter(pl.col("source") == source)):
+            if task in labels:
+                seen.add(labels[task])
+        tasks.append(Task(source, task, sorted(seen)))
+    return tasks, skipped
+
+
+def _with_label(rows: pl.DataFrame, task: Task) -> tuple[pl.DataFrame, list[str]]:
+    """The task's rows, one per image (first row of each sha256), and their class values."""
+    rows = rows.filter(pl.col("source") == task.source)
+    keep = [task.task in d for d in label_dicts(rows)]
+    rows = rows.filter(pl.Series(keep, dtype=pl.Boolean)).unique("sha256", keep="first",
+                                                                  maintain_order=True)
+    return rows, [d[task.task] for d in label_dicts(rows)]
+
+
+def image_embeddings(model: EvalModel, rows: pl.DataFrame, images: dict[str, bytes]) -> np.ndarray:
+    """One normalised embedding per row, each distinct image (sha256) encoded once."""
+    unique = rows.unique("sha256", keep="first", maintain_order=True)
+    emb = model.image_embeddings([images[k] for k in unique["key"]])
+    index = {sha: i for i, sha in enumerate(unique["sha256"])}
+    return emb[[index[s] for s in rows["sha256"]]]
+
+
+def truncate_texts(tokenizer, texts: list[str], n_tokens: int) -> list[str]:
+    """Each text cut to its first ``n_tokens`` tokens (texts within the limit are unchanged)."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [tokenizer.decode(i[:n_tokens]).strip() if len(i) > n_tokens else t
+            for t, i in zip(texts, ids)]
+
+
+def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl.DataFrame,
+                   images: dict[str, bytes], tasks: list[Task],
+                   truncate: Callable[[list[str]], list[str]]) -> Results:
+    """Every enabled benchmark for one model; the same code path for FLAME and CLIP."""
+    ev, mode, out = cfg.eval, cfg.eval.prompt_mode, {}
+    emb = image_embeddings(model, test, images)
+    en_plain = (pl.col("language") == "en") & ~pl.col("hard_negative")
+
+    def rows_of(mask: pl.Expr) -> tuple[pl.DataFrame, np.ndarray]:
+        idx = test.with_row_index("_i").filter(mask)
+        return idx.drop("_i"), emb[idx["_i"].to_numpy()]
+
+    def text_fn(prompt_set: str):
+        return lambda texts: model.text_embeddings(texts, prompt_set)
+
+    sources = sorted(set(test["source"]))
+    if "zeroshot" in ev.benchmarks:
+        for task in tasks:
+            rows, values = _with_label(test, task)
+            names = [class_text(task.source, task.task, c) for c in task.classes]
+            cls = class_embeddings(text_fn("single"), names, ev.zeroshot_templates)
+            labels = [task.classes.index(v) for v in values]
+            out[f"zeroshot/{task.source}/{task.task}"] = zeroshot_accuracy(
+                image_embeddings(model, rows, images), cls, labels)
+    for source in sources:
+        src = pl.col("source") == source
+        if "retrieval" in ev.benchmarks:
+            rows, e = rows_of(src & en_plain)
+            if rows.height:
+                out[f"retrieval/{source}"] = retrieval(e, rows["sha256"].to_list(),
+                                                       rows["caption"].to_list(),
+                                                       text_fn(caption_set(mode)), ev.recall_ks)
+        if "long_retrieval" in ev.benchmarks:
+            # hard negatives stay in: their long captions differ from the original's in one fact
+            rows, e = rows_of(src & (pl.col("language") == "en") & pl.col("long_caption").is_not_null())
+            if rows.height:
+                texts = rows["long_caption"].to_list()
+                for name, batch in (("long_retrieval", texts), ("long_retrieval_77", truncate(texts))):
+                    out[f"{name}/{source}"] = retrieval(e, rows["sha256"].to_list(), batch,
+                                                        text_fn(long_set(mode)), ev.recall_ks)
+        if "multilingual" in ev.benchmarks:
+            rows, e = rows_of(src & ~pl.col("hard_negative"))
+            if rows["language"].n_unique() > 1:
+                per = retrieval_per_language(e, rows["sha256"].to_list(), rows["caption"].to_list(),
+                                             rows["language"].to_list(), text_fn("single"), ev.recall_ks)
+                out.update({f"multilingual/{source}/{lang}": m for lang, m in per.items()})
+    if "linear_probe" in ev.benchmarks:
+        for task in tasks:
+            tr_rows, tr_y = _with_label(train, task)
+            te_rows, te_y = _with_label(test, task)
+            if len(set(tr_y)) < 2 or set(te_y) - set(tr_y):
+                continue
+            out[f"linear_probe/{task.source}/{task.task}"] = linear_probe(
+                model.pooled_features([images[k] for k in tr_rows["key"]]), tr_y,
+                model.pooled_features([images[k] for k in te_rows["key"]]), te_y,
+                max_iter=ev.probe_max_iter)
+    return out
+
+
+def interpretability(cfg: Profile, vision, vocab: torch.Tensor, decode_token,
+                     test: pl.DataFrame, images: dict[str, bytes], path) -> list[list[list[str]]]:
+    """The token map of the first test images (scenes first), drawn as one PNG at ``path``."""
+    rows = (test.filter(~pl.col("hard_negative"))
+                .sort(pl.col("source") != "scenes", maintain_order=True)
+                .unique("sha256", keep="first", maintain_order=True)
+                .head(cfg.eval.interpret_images))
+    pngs = [images[k] for k in rows["key"]]
+    with torch.inference_mode():
+        tokens = vision.projected_tokens(eval_batch(pngs, cfg.vision.image_size))
+    grids = [token_map(t, vocab, cfg.eval.interpret_cells, decode_token) for t in tokens]
+    pictures = [np.asarray(decode(p)) for p in pngs]
+    plots.token_map_figure(pictures, grids, path)
+    return grids
+
+
+def evaluate(cfg: Profile) -> StageOutput:
+    from flame_pipeline.text.llm import load_llm
+
+    paths = Paths.of(cfg)
+    test = load_rows(paths, ["test"])
+    if test.is_empty():
+        raise ValueError(f"{paths.captions} has no test rows to evaluate on")
+    train = load_rows(paths, ["train"]).filter(pl.col("labels").is_not_null())
+    tasks, skipped = classification_tasks(test, train)
+    probe_train = train.filter(pl.col("source").is_in([t.source for t in tasks])) \
+        if "linear_probe" in cfg.eval.benchmarks else train.clear()
+    images = load_images(paths, set(test["key"]) | set(probe_train["key"]))
+    llm, tokenizer = load_llm(cfg.embed)
+    truncate = lambda texts: truncate_texts(tokenizer, texts, cfg.eval.truncate_tokens)  # noqa: E731
+
+    results, models = {}, {}
+    for name in MODELS:
+        models[name] = load_eval_model(cfg, name)
+        results[name] = run_benchmarks(cfg, models[name], test, probe_train, images, tasks, truncate)
+
+    paths.plots.mkdir(parents=True, exist_ok=True)
+    made = []
+    curves = sorted({b for r in results.values() for b in r if "retrieval" in b.split("/")[0]})
+    if curves:
+        made.append(plots.recall_curves(results, curves, paths.plots / "recall_at_k.png"))
+    per_lang = {m: {b.removeprefix("multilingual/"): v for b, v in r.items()
+                    if b.startswith("multilingual/")} for m, r in results.items()}
+    if any(per_lang.values()):
+        made.append(plots.language_bars(per_lang, paths.plots / "multilingual_r1.png"))
+    grids = None
+    if "interpretability" in cfg.eval.benchmarks:
+        grids = interpretability(cfg, models["flame"].vision, output_embedding(llm),
+                                 lambda i: tokenizer.decode([i]), test, images,
+                                 paths.plots / "interpretability.png")
+        made.append(paths.plots / "interpretability.png")
+
+    write_json(paths.metrics, {"models": results, "skipped": skipped, "token_maps": grids,
+                               "prompt_mode": cfg.eval.prompt_mode,
+                               "test_rows": test.height, "probe_train_rows": probe_train.height})
+    metrics = [(m, b, k, float(v)) for m, r in results.items() for b, ms in sorted(r.items())
+               for k, v in sorted(ms.items())]
+    return StageOutput(artifacts={"metrics": paths.metrics, "plots": paths.plots},
+                       rows={"metrics": len(metrics)},
+                       summary={"benchmarks": len({b for _, b, _, _ in metrics}),
+                                "plots": [p.name for p in made], "skipped": skipped},
+                       metrics=metrics)

@@ -1,0 +1,163 @@
+"""The evaluation stage's plumbing on real scene and Fashion-MNIST samples in the stage file formats.
+
+An oracle model whose answers are known by construction checks that rows, images and texts
+stay aligned through every benchmark; a randomly initialised FLAME tower with the tiny LLM
+checks the linear probe and the interpretability map end to end.
+"""
+import hashlib
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from flame_pipeline.config import FashionMnistSource, ScenesSource, load_profile
+from flame_pipeline.data.packaged import iter_fashion_mnist
+from flame_pipeline.data.scenes import generate_scenes
+from flame_pipeline.eval.data import load_images, load_rows
+from flame_pipeline.eval.encoders import EvalModel
+from flame_pipeline.eval.evaluate import (classification_tasks, interpretability, run_benchmarks,
+                                          truncate_texts)
+from flame_pipeline.eval.interpret import output_embedding
+from flame_pipeline.files import write_parquet
+from flame_pipeline.paths import Paths
+from flame_pipeline.shards import write_shards
+from flame_pipeline.text.llm import load_llm
+from flame_pipeline.vision.preprocess import eval_pixels
+from flame_pipeline.vision.towers import FlameModel
+
+DIM = 256
+
+
+def unit_vector(text: str) -> np.ndarray:
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+    v = rng.normal(size=DIM)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(root)})
+    samples = list(generate_scenes(ScenesSource(n_train=24, n_test=8, image_size=32,
+                                                languages=["en", "de", "fr"]), seed=0))
+    samples += list(iter_fashion_mnist(FashionMnistSource(n_train=30, n_test=12)))
+    shas = [hashlib.sha256(s.image).hexdigest() for s in samples]
+    paths = Paths.of(cfg)
+    write_shards(paths.raw_shards, {"key": "str", "image": "bytes"},
+                 ({"key": s.key, "image": s.image} for s in samples))
+    write_parquet(paths.manifest, pl.DataFrame({"key": [s.key for s in samples], "sha256": shas}))
+    write_parquet(paths.captions, pl.DataFrame({
+        "key": [s.key for s in samples], "source": [s.source for s in samples],
+        "split": [s.split for s in samples], "language": [s.language for s in samples],
+        "caption": [s.caption for s in samples], "long_caption": [s.long_caption for s in samples],
+        "labels": [json.dumps(s.labels) for s in samples]}))
+    test, train = load_rows(paths, ["test"]), load_rows(paths, ["train"])
+    images = load_images(paths, set(test["key"]) | set(train["key"]))
+    return cfg, test, train, images
+
+
+class OracleVision:
+    """Each image = the normalised sum of its own texts' vectors: every caption, short or long,
+    in every language, points at its image; class names and cut captions point nowhere."""
+
+    def __init__(self, rows: pl.DataFrame, images: dict[str, bytes], size: int):
+        by_sha: dict[str, np.ndarray] = {}
+        for r in rows.iter_rows(named=True):
+            texts = [r["caption"]] + ([r["long_caption"]] if r["long_caption"] else [])
+            by_sha[r["sha256"]] = by_sha.get(r["sha256"], 0) + sum(unit_vector(t) for t in texts)
+        self.table = {}
+        for r in rows.iter_rows(named=True):
+            pixels = eval_pixels(images[r["key"]], size).numpy().tobytes()
+            self.table[pixels] = by_sha[r["sha256"]] / np.linalg.norm(by_sha[r["sha256"]])
+
+    def encode_image(self, pixels):
+        return torch.from_numpy(np.stack([self.table[p.numpy().tobytes()] for p in pixels]))
+
+    def pooled_features(self, pixels):
+        return self.encode_image(pixels)
+
+
+def test_classification_tasks_skip_per_image_labels(data):
+    cfg, test, train, _ = data
+    tasks, skipped = classification_tasks(test, train)
+    names = {(t.source, t.task) for t in tasks}
+    assert names == {("scenes", "shape"), ("scenes", "colour"), ("scenes", "count"),
+                     ("fashion_mnist", "class")}
+    assert any(s.startswith("scenes/hard_negative_of") for s in skipped)
+    fashion = next(t for t in tasks if t.source == "fashion_mnist")
+    assert set(fashion.classes) <= {"t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
+                                    "shirt", "sneaker", "bag", "ankle boot"}
+
+
+def test_oracle_model_gets_known_answers(data):
+    cfg, test, train, images = data
+    tasks, _ = classification_tasks(test, train)
+    seen = []
+    model = EvalModel("oracle", OracleVision(test, images, cfg.vision.image_size),
+                      lambda texts, s: (seen.append(s), np.stack([unit_vector(t) for t in texts]))[1],
+                      cfg.vision.image_size, batch_size=5)
+    cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(
+        update={"benchmarks": ["zeroshot", "retrieval", "long_retrieval", "multilingual"]})})
+    out = run_benchmarks(cfg, model, test, train, images, tasks, cut)
+    assert sorted(out) == sorted(
+        ["retrieval/scenes", "retrieval/fashion_mnist", "long_retrieval/scenes",
+         "long_retrieval_77/scenes", "multilingual/scenes/de", "multilingual/scenes/en",
+         "multilingual/scenes/fr", "zeroshot/scenes/shape", "zeroshot/scenes/colour",
+         "zeroshot/scenes/count", "zeroshot/fashion_mnist/class"])
+    for bench in ("retrieval/scenes", "retrieval/fashion_mnist", "long_retrieval/scenes",
+                  "multilingual/scenes/de", "multilingual/scenes/fr"):
+        assert out[bench]["i2t_R@1"] == 100.0 and out[bench]["t2i_R@1"] == 100.0, bench
+    # 8 scenes + 8 hard negatives in the long gallery; the cut captions point nowhere
+    assert out["long_retrieval/scenes"]["n_images"] == 16.0
+    assert out["long_retrieval_77/scenes"]["i2t_R@1"] <= 25.0
+    # Fashion-MNIST captions repeat ("a photo of a shirt."): fewer texts than images
+    fm = out["retrieval/fashion_mnist"]
+    assert fm["n_images"] == 12.0 and fm["n_texts"] < 12.0
+    # prompt sets by METHOD.md: short captions "short", long "long", class names and
+    # the multilingual protocol "single"
+    assert set(seen) == {"short", "long", "single"}
+
+
+def test_single_prompt_mode_uses_only_the_single_set(data):
+    cfg, test, train, images = data
+    seen = set()
+    model = EvalModel("oracle", OracleVision(test, images, cfg.vision.image_size),
+                      lambda texts, s: (seen.add(s), np.stack([unit_vector(t) for t in texts]))[1],
+                      cfg.vision.image_size, batch_size=64)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "prompt_mode": "single", "benchmarks": ["retrieval", "long_retrieval"]})})
+    run_benchmarks(cfg, model, test, train, images, [], lambda t: t)
+    assert seen == {"single"}
+
+
+def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
+    cfg, test, train, images = data
+    torch.manual_seed(0)
+    llm, tokenizer = load_llm(cfg.embed)
+    tower = FlameModel(cfg.vision, llm.config.hidden_size).eval()
+    model = EvalModel("flame", tower, lambda texts, s: None, cfg.vision.image_size, batch_size=16)
+    tasks, _ = classification_tasks(test, train)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["linear_probe"]})})
+    out = run_benchmarks(cfg, model, test, train, images, tasks, lambda t: t)
+    assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
+    assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())
+    path = tmp_path / "map.png"
+    grids = interpretability(cfg, tower, output_embedding(llm), lambda i: tokenizer.decode([i]),
+                             test, images, path)
+    cells = cfg.eval.interpret_cells
+    assert len(grids) == cfg.eval.interpret_images
+    assert all(len(g) == cells and all(len(row) == cells for row in g) for g in grids)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_truncate_texts_keeps_short_texts_and_cuts_long_ones(data):
+    cfg = data[0]
+    _, tokenizer = load_llm(cfg.embed)
+    long = "one red circle and " * 40
+    out = truncate_texts(tokenizer, ["a red circle.", long], 10)
+    assert out[0] == "a red circle."
+    assert len(tokenizer(out[1], add_special_tokens=False)["input_ids"]) <= 11
+    assert long.startswith(out[1])
