@@ -178,12 +178,14 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _relation(a: SceneObject, b: SceneObject, rng: random.Random) -> str:
-    """A true relation of ``a`` to ``b``; when both axes differ, one is drawn at random."""
-    horizontal = rng.random() < 0.5  # drawn every time, so mirrored scenes stay aligned
-    if a.col == b.col or (a.row != b.row and not horizontal):
-        return "above" if a.row < b.row else "below"
-    return "left" if a.col < b.col else "right"
+def _relations(a: SceneObject, b: SceneObject) -> list[str]:
+    """Every grid relation of ``a`` to ``b``: vertical, then horizontal (both for a diagonal)."""
+    out = []
+    if a.row != b.row:
+        out.append("above" if a.row < b.row else "below")
+    if a.col != b.col:
+        out.append("left" if a.col < b.col else "right")
+    return out
 
 
 def describe(scene: Scene, lang: Language, book: Phrasebook, rng: random.Random) -> tuple[str, str]:
@@ -200,10 +202,10 @@ def describe(scene: Scene, lang: Language, book: Phrasebook, rng: random.Random)
         sentences.append(_pick(rng, book.obj).format(a=a, pos=book.positions[o.row * GRID + o.col]))
     for i, a in enumerate(objs):
         for b in objs[i + 1:]:
-            template = _pick(rng, book.relation[_relation(a, b, rng)])
-            sentences.append(template.format(the=lang.definite(a.colour, a.shape),
-                                             other=lang.oblique(b.colour, b.shape),
-                                             other_def=lang.definite(b.colour, b.shape)))
+            for relation in _relations(a, b):
+                sentences.append(_pick(rng, book.relation[relation]).format(
+                    the=lang.definite(a.colour, a.shape), other=lang.oblique(b.colour, b.shape),
+                    other_def=lang.definite(b.colour, b.shape)))
     sentences.append(_pick(rng, book.background).format(bg=bg, bg_attr=bg_attr))
     return lang.finish(short), lang.finish(" ".join(_sentence(s) for s in sentences))
 
