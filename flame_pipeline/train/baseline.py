@@ -1,0 +1,157 @@
+"""The CLIP baseline: a transformers ``CLIPModel`` trained from scratch with InfoNCE, on the same
+train samples, steps, batch size and image tower sizes as FLAME, through the same loop.
+
+Text tower: ``baseline.text_layers`` x ``baseline.text_hidden_size`` (MLP 4x), a
+``baseline.context_length``-token causal context; its joint embedding size is the text width.
+Tokens: the embedding LLM's tokenizer (``text.llm.load_tokenizer``, no special tokens),
+truncated to context - 1, then an end-of-text token with the id ``len(tokenizer)`` (one past
+the tokenizer's vocabulary, so it is also the largest id, as in OpenAI CLIP); the text
+feature is the EOT position's, which CLIPTextTransformer finds through ``eos_token_id``.
+
+Caption per step: the sample's short caption; where the sample also has a long caption, the
+long one with probability ``LONG_CAPTION_P`` = 0.5 (drawn from the position's seeded generator),
+so the baseline sees the same texts FLAME's embeddings were made from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
+
+from flame_pipeline.config import Profile
+from flame_pipeline.files import atomic_path
+from flame_pipeline.paths import Paths
+from flame_pipeline.stage import StageOutput
+from flame_pipeline.train.checkpoint import CheckpointError, publish_pretrained
+from flame_pipeline.train.data import TrainSamples, train_keys
+from flame_pipeline.train.loop import Recipe, identity_of, run
+from flame_pipeline.train.loss import info_nce
+
+LONG_CAPTION_P = 0.5
+TOKENIZER = "tokenizer"
+
+
+def clip_config(cfg: Profile, eot: int) -> CLIPConfig:
+    v, b = cfg.vision, cfg.baseline
+    if b.text_hidden_size % b.text_heads:
+        raise ValueError(f"baseline.text_hidden_size {b.text_hidden_size} is not divisible by "
+                         f"baseline.text_heads {b.text_heads}")
+    text = dict(vocab_size=eot + 1, hidden_size=b.text_hidden_size,
+                intermediate_size=4 * b.text_hidden_size, num_hidden_layers=b.text_layers,
+                num_attention_heads=b.text_heads, max_position_embeddings=b.context_length,
+                eos_token_id=eot, bos_token_id=eot, pad_token_id=0, projection_dim=b.text_hidden_size)
+    vision = dict(hidden_size=v.hidden_size, intermediate_size=v.mlp_size, num_hidden_layers=v.layers,
+                  num_attention_heads=v.heads, image_size=v.image_size, patch_size=v.patch_size,
+                  projection_dim=b.text_hidden_size)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=b.text_hidden_size)
+
+
+def tokenize(tokenizer, texts: list[str], context: int, eot: int) -> dict[str, torch.Tensor]:
+    """Token ids [n, context] (caption tokens, EOT, zero padding) and the attention mask."""
+    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                       max_length=context - 1)["input_ids"]
+    ids = torch.zeros(len(pieces), context, dtype=torch.long)
+    mask = torch.zeros(len(pieces), context, dtype=torch.long)
+    for i, p in enumerate(pieces):
+        ids[i, : len(p) + 1] = torch.tensor(p + [eot])
+        mask[i, : len(p) + 1] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class CaptionTexts:
+    """The baseline's texts: a tokenised caption per sample per step (see module doc)."""
+
+    def __init__(self, cfg: Profile, tokenizer):
+        paths = Paths.of(cfg)
+        keys = set(train_keys(paths))
+        table = pl.read_parquet(paths.captions, columns=["key", "caption", "long_caption"])
+        table = table.filter(pl.col("key").is_in(keys))
+        self.short = dict(zip(table["key"].to_list(), table["caption"].to_list()))
+        self.long = dict(zip(table["key"].to_list(), table["long_caption"].to_list()))
+        self.tokenizer = tokenizer
+        self.context = cfg.baseline.context_length
+        self.eot = len(tokenizer)
+
+    def problem(self, key: str) -> str | None:
+        return None if (self.short.get(key) or "").strip() else "no caption"
+
+    def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        text = self.short[key]
+        if self.long.get(key) and float(torch.rand(1, generator=generator)) < LONG_CAPTION_P:
+            text = self.long[key]
+        return {k: v[0] for k, v in tokenize(self.tokenizer, [text], self.context, self.eot).items()}
+
+
+class ClipEncoder:
+    """A trained CLIP baseline for evaluation: normalised image and text embeddings."""
+
+    def __init__(self, model: CLIPModel, tokenizer):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.context = model.config.text_config.max_position_embeddings
+        self.eot = model.config.text_config.eos_token_id
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str | torch.device = "cpu") -> "ClipEncoder":
+        if not (model_dir / "model.safetensors").is_file() or not (model_dir / TOKENIZER).is_dir():
+            raise CheckpointError(f"no trained CLIP model in {model_dir} (run the train_baseline stage)")
+        model = CLIPModel.from_pretrained(model_dir, use_safetensors=True).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(model_dir / TOKENIZER))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        feats = self.model.get_image_features(pixel_values=pixels.to(self.device))
+        return F.normalize(feats.float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        batch = tokenize(self.tokenizer, texts, self.context, self.eot)
+        feats = self.model.get_text_features(**{k: v.to(self.device) for k, v in batch.items()})
+        return F.normalize(feats.float(), dim=-1)
+
+
+def save_clip(out_dir: Path, model: CLIPModel, tokenizer) -> None:
+    """``model.safetensors`` + ``config.json`` (transformers' CLIPModel), ``vision/`` (the image
+    tower with its projection, ``CLIPVisionModelWithProjection``) and ``tokenizer/``."""
+    publish_pretrained(model, out_dir)
+    vision = CLIPVisionModelWithProjection(model.config.vision_config)
+    vision.load_state_dict({k: v for k, v in model.state_dict().items()
+                            if k.startswith(("vision_model.", "visual_projection."))})
+    with atomic_path(Path(out_dir) / "vision") as tmp:
+        vision.save_pretrained(tmp)
+    with atomic_path(Path(out_dir) / TOKENIZER) as tmp:
+        tokenizer.save_pretrained(tmp)
+
+
+def clip_recipe(cfg: Profile) -> Recipe:
+    from flame_pipeline.text.llm import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.embed)
+    texts = CaptionTexts(cfg, tokenizer)
+    data = TrainSamples(cfg, texts)
+    model = CLIPModel(clip_config(cfg, texts.eot))
+    if cfg.vision.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    def loss(wrapped: nn.Module, bare: CLIPModel, batch: dict) -> torch.Tensor:
+        out = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      pixel_values=batch["pixels"])
+        return info_nce(out.image_embeds, out.text_embeds, bare.logit_scale)
+
+    identity = identity_of(cfg, kind="clip", baseline=cfg.baseline.model_dump(mode="json"),
+                           tokenizer={"llm": cfg.embed.llm, "vocab": len(tokenizer)})
+    return Recipe(kind="clip", out_dir=Paths.of(cfg).clip_model, model=model, data=data, loss=loss,
+                  identity=identity, export=lambda m, out: save_clip(out, m, tokenizer))
+
+
+def train_baseline(cfg: Profile) -> StageOutput:
+    """The train_baseline stage: CLIP with a text tower from scratch -> ``models/clip/``."""
+    return run(cfg, clip_recipe)

@@ -1,0 +1,183 @@
+"""Checkpoints in safetensors only (no pickle anywhere), and the loaders evaluation uses.
+
+Training state: ``state.safetensors`` holds every tensor needed to resume (model weights,
+AdamW moments and step counts, RNG states of every rank) and, in its header metadata, one JSON
+document with the scalars (step, scheduler state, optimizer param groups, loss curve so far,
+and the config fields the run depends on). One file, written atomically, so a checkpoint is
+never half old, half new. ``state.json`` is a readable copy of that JSON, written after it.
+
+The finished model: ``model.safetensors`` + ``config.json`` (for FLAME our own small config,
+for CLIP the transformers ``CLIPModel.save_pretrained`` pair) and ``vision/`` (the image tower
+through ``save_pretrained``, loadable with transformers alone).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from flame_pipeline.config import VisionConfig
+from flame_pipeline.files import atomic_path, write_json
+from flame_pipeline.vision.towers import FlameModel
+
+STATE = "state.safetensors"
+STATE_JSON = "state.json"
+MODEL = "model.safetensors"
+CONFIG = "config.json"
+VISION = "vision"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this run; the message names the reason/field."""
+
+
+def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_dotted(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def mismatches(saved: dict, current: dict) -> list[str]:
+    """Dotted fields whose values differ between two config trees, with both values."""
+    a, b = _dotted(saved), _dotted(current)
+    return [f"{k}: checkpoint {a.get(k, '<absent>')!r}, params {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# ------------------------------------------------------------------ optimizer <-> tensors
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in info["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in info["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# ------------------------------------------------------------------ training state
+def save_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, info: dict,
+               rng: dict[str, torch.Tensor]) -> Path:
+    """Write the resumable state atomically; ``info`` holds step, identity, curve (JSON-able)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, opt_info = _flatten_optimizer(optimizer)
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
+    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    doc = dict(info, format=FORMAT, optimizer=opt_info, scheduler=sched)
+    text = json.dumps(doc, sort_keys=True)
+    target = Path(out_dir) / STATE
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": text})
+    write_json(Path(out_dir) / STATE_JSON, doc)
+    return target
+
+
+def read_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The tensors and JSON of ``out_dir``'s checkpoint, or None when there is none."""
+    path = Path(out_dir) / STATE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        doc = json.loads(meta["state"])
+        tensors = load_file(str(path))
+    except (KeyError, ValueError, OSError, SafetensorError) as err:
+        raise CheckpointError(f"unreadable checkpoint {path}: {err}") from None
+    if doc.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {doc.get('format')}, expected {FORMAT}")
+    return tensors, doc
+
+
+def restore_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: torch.optim.lr_scheduler.LRScheduler,
+                  identity: dict) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """Load the checkpoint into model/optimizer/scheduler after checking it was made with the
+    same config (``identity``); returns its JSON and RNG tensors, or None without a checkpoint."""
+    found = read_state(out_dir)
+    if found is None:
+        return None
+    tensors, doc = found
+    diff = mismatches(doc["identity"], identity)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {Path(out_dir) / STATE} was made with another config; mismatched: "
+            + "; ".join(diff) + ". Use another data_dir or delete the checkpoint to start over.")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, doc["optimizer"]))
+    scheduler.load_state_dict(dict(doc["scheduler"], lr_lambdas=[None] * len(scheduler.lr_lambdas)))
+    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return doc, rng
+
+
+# ------------------------------------------------------------------ finished models
+def save_flame(out_dir: Path, model: FlameModel, extra: dict) -> None:
+    out_dir = Path(out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / MODEL) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_path(out_dir / VISION) as tmp:
+        model.vit.save_pretrained(tmp)
+    write_json(out_dir / CONFIG, dict(extra, kind="flame", d_llm=model.d_llm,
+                                      vision=model.vision_config.model_dump(mode="json")))
+
+
+def publish_pretrained(obj, out_dir: Path) -> None:
+    """``obj.save_pretrained`` into ``out_dir``, each file renamed into place atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pretrained.", dir=out_dir) as tmp:
+        obj.save_pretrained(tmp)
+        for f in sorted(Path(tmp).iterdir()):
+            os.replace(f, out_dir / f.name)
+
+
+def load_flame(model_dir: str | Path, device: str | torch.device = "cpu") -> FlameModel:
+    """The trained FLAME image tower in eval mode: ``encode_image``, ``projected_tokens``,
+    ``pooled_features``, ``patch_features``."""
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / CONFIG
+    if not cfg_path.is_file() or not (model_dir / MODEL).is_file():
+        raise CheckpointError(f"no trained FLAME model in {model_dir} (run the train stage)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("kind") != "flame":
+        raise CheckpointError(f"{cfg_path} describes a {cfg.get('kind')!r} model, not 'flame'")
+    vision = VisionConfig.model_validate(dict(cfg["vision"], gradient_checkpointing=False))
+    model = FlameModel(vision, int(cfg["d_llm"]))
+    model.load_state_dict(load_file(str(model_dir / MODEL)))
+    return model.to(device).eval()
+
+
+def load_clip(model_dir: str | Path, device: str | torch.device = "cpu"):
+    """The trained CLIP baseline in eval mode: ``encode_image(pixels)``, ``encode_text(texts)``."""
+    from flame_pipeline.train.baseline import ClipEncoder
+
+    return ClipEncoder.load(Path(model_dir), device)

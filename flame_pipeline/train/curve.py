@@ -1,0 +1,34 @@
+"""The training curve as files: ``curve.csv`` (step, loss, lr, images_per_s) and ``loss.png``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from flame_pipeline.files import atomic_path
+
+FIELDS = ("step", "loss", "lr", "images_per_s")
+
+
+def write_curve(out_dir: Path, curve: list[dict], title: str) -> tuple[Path, Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    frame = pl.DataFrame(curve, schema={"step": pl.Int64, "loss": pl.Float64, "lr": pl.Float64,
+                                        "images_per_s": pl.Float64})
+    csv_path, png_path = out_dir / "curve.csv", out_dir / "loss.png"
+    with atomic_path(csv_path) as tmp:
+        frame.write_csv(tmp)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(frame["step"].to_list(), frame["loss"].to_list(), lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return csv_path, png_path

@@ -1,0 +1,243 @@
+"""The training loop both models share, and the FLAME training stage ``train(cfg)``.
+
+A ``Recipe`` says what differs between FLAME and the CLIP baseline (model, texts, loss, export,
+the config fields a checkpoint must match); ``run`` does the rest the same way for both:
+torch.distributed when launched by torchrun (gloo on CPU, NCCL on GPU; DDP averages gradients),
+bf16 autocast where supported, AdamW + warm-up/cosine, a checkpoint every
+``train.checkpoint_every`` steps, resume from the last one, a NaN guard that stops before a bad
+state can be saved, and the curve files.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import polars as pl
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from flame_pipeline.config import Profile
+from flame_pipeline.files import write_parquet
+from flame_pipeline.paths import Paths
+from flame_pipeline.stage import StageOutput
+from flame_pipeline.train import checkpoint as ckpt
+from flame_pipeline.train.curve import write_curve
+from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
+from flame_pipeline.train.loss import sigmoid_loss, world
+from flame_pipeline.train.optim import build_optimizer, build_scheduler
+from flame_pipeline.vision.towers import FlameModel
+
+# train fields that do not change the computation, so a checkpoint may differ in them
+NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers"},
+                "vision": {"gradient_checkpointing"}}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became non-finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Recipe:
+    kind: str                                             # "flame" or "clip": the model dir name
+    out_dir: Path
+    model: nn.Module
+    data: TrainSamples
+    loss: Callable[[nn.Module, nn.Module, dict], torch.Tensor]  # (wrapped, bare model, batch)
+    identity: dict                                        # config a checkpoint must match
+    export: Callable[[nn.Module, Path], None]             # writes the finished model files
+
+
+def identity_of(cfg: Profile, **extra) -> dict:
+    """The config fields a run's weights depend on (checkpoint compatibility)."""
+    def section(name: str) -> dict:
+        dump = getattr(cfg, name).model_dump(mode="json")
+        return {k: v for k, v in dump.items() if k not in NOT_IDENTITY.get(name, set())}
+    return {"seed": cfg.seed, "vision": section("vision"), "train": section("train"), **extra}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 when asked, or on ``auto`` when the device is a GPU that supports it; else None (fp32)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+@contextlib.contextmanager
+def distributed() -> Iterator[torch.device]:
+    """Join the process group torchrun describes (if any) and yield this rank's device."""
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield device
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's RNG states, as ``{"cpu.<rank>": ..., "cuda.<rank>": ...}``."""
+    local = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(device)
+    _, size = world()
+    out = {}
+    for name, state in local.items():
+        parts = [state]
+        if size > 1:
+            wire = state.to(device)
+            parts = [torch.empty_like(wire) for _ in range(size)]
+            dist.all_gather(parts, wire)
+        out.update({f"{name}.{r}": p.cpu() for r, p in enumerate(parts)})
+    return out
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], device: torch.device) -> None:
+    rank, _ = world()
+    if f"cpu.{rank}" in rng:
+        torch.set_rng_state(rng[f"cpu.{rank}"])
+    if device.type == "cuda" and f"cuda.{rank}" in rng:
+        torch.cuda.set_rng_state(rng[f"cuda.{rank}"], device)
+
+
+def _mean_over_ranks(value: torch.Tensor) -> float:
+    value = value.detach().float().clone()
+    if world()[1] > 1:
+        dist.all_reduce(value)
+        value /= world()[1]
+    return float(value)
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
+    """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
+    t = cfg.train
+    with distributed() as device:
+        rank, size = world()
+        torch.manual_seed(cfg.seed)
+        recipe = build(cfg)
+        model = recipe.model.to(device)
+        optimizer = build_optimizer(model, t)
+        scheduler = build_scheduler(optimizer, t)
+        restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, recipe.identity)
+        start, curve, last_good = 0, [], None
+        if restored is not None:
+            doc, rng = restored
+            start, curve, last_good = doc["step"], doc["curve"], doc["step"]
+            _restore_rng(rng, device)
+        wrapped = DistributedDataParallel(model) if size > 1 else model
+        dtype = autocast_dtype(t.precision, device)
+        batches = StepBatches(len(recipe.data), t.batch_size, cfg.seed, start, t.steps, rank, size)
+        loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
+                            pin_memory=device.type == "cuda")
+        model.train()
+        clock = time.perf_counter()
+        for step, batch in enumerate(loader, start=start):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = recipe.loss(wrapped, model, batch)
+            value = _mean_over_ranks(loss)
+            if not torch.isfinite(torch.tensor(value)):
+                raise TrainingDiverged(
+                    f"{recipe.kind}: loss is {value} at step {step + 1}; stopped. The last good "
+                    f"checkpoint ({'step ' + str(last_good) if last_good else 'none yet'}) is kept "
+                    f"in {recipe.out_dir}")
+            lr = scheduler.get_last_lr()[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            now = time.perf_counter()
+            if done % t.log_every == 0 or done == t.steps:
+                curve.append({"step": done, "loss": value, "lr": lr,
+                              "images_per_s": t.batch_size / max(now - clock, 1e-9)})
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                if not _all_finite(model):
+                    raise TrainingDiverged(
+                        f"{recipe.kind}: weights became non-finite by step {done}; stopped without "
+                        f"saving. The last good checkpoint ({last_good or 'none yet'}) is kept in "
+                        f"{recipe.out_dir}")
+                rng = _rng_states(device)
+                if rank == 0:
+                    ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
+                                    {"step": done, "identity": recipe.identity, "curve": curve}, rng)
+                if size > 1:
+                    dist.barrier()
+                last_good = done
+            clock = time.perf_counter()
+        if rank == 0:
+            recipe.export(model, recipe.out_dir)
+            write_curve(recipe.out_dir, curve, f"{recipe.kind} training loss")
+            write_parquet(recipe.out_dir / "skipped.parquet",
+                          pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
+        if size > 1:
+            dist.barrier()
+    speeds = sorted(c["images_per_s"] for c in curve[1:]) or [c["images_per_s"] for c in curve]
+    final = curve[-1]["loss"] if curve else float("nan")
+    reasons = Counter(reason.split(":")[0] for _, reason in recipe.data.skipped)
+    return StageOutput(
+        artifacts={"model": recipe.out_dir},
+        rows={"train_samples": len(recipe.data), "skipped": len(recipe.data.skipped)},
+        summary={"steps": t.steps, "resumed_from": start, "final_loss": final,
+                 "images_per_s": speeds[len(speeds) // 2] if speeds else None,
+                 "skipped_reasons": dict(reasons), "world_size": size},
+        metrics=[(recipe.kind, "train", "final_loss", final)])
+
+
+# ------------------------------------------------------------------ FLAME
+def llm_dim(cfg: Profile) -> int:
+    """Hidden size of the LLM named in params (``embed.llm``), from its config or GGUF header;
+    the weights are never loaded."""
+    from transformers import AutoConfig
+
+    from flame_pipeline.text import llm
+
+    src = llm.resolve(cfg.embed.llm)
+    if src.kind == "tiny":
+        return int(llm.llm_identity(cfg.embed)["shape"]["hidden_size"])
+    if src.kind in ("dir", "hub"):
+        return int(AutoConfig.from_pretrained(str(src.path) if src.path else src.name).hidden_size)
+    from gguf import GGUFReader
+
+    reader = GGUFReader(llm._gguf_record(src)["gguf"])
+    arch_field = reader.fields["general.architecture"]
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    field = reader.fields[f"{arch}.embedding_length"]
+    return int(field.parts[field.data[0]][0])
+
+
+def flame_recipe(cfg: Profile) -> Recipe:
+    dim = llm_dim(cfg)
+    texts = StoredEmbeddings(cfg, dim)
+    data = TrainSamples(cfg, texts)
+    model = FlameModel(cfg.vision, dim)
+    embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
+             "names": list(texts.meta["names"])}
+
+    def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
+        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
+
+    return Recipe(kind="flame", out_dir=Paths.of(cfg).flame_model, model=model, data=data, loss=loss,
+                  identity=identity_of(cfg, kind="flame", embed=embed),
+                  export=lambda m, out: ckpt.save_flame(out, m, {"embed": embed}))
+
+
+def train(cfg: Profile) -> StageOutput:
+    """The train stage: FLAME's image tower on the stored embeddings -> ``models/flame/``."""
+    return run(cfg, flame_recipe)

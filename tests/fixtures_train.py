@@ -1,0 +1,82 @@
+"""A small training data_dir in the documented formats (DESIGN.md), for the training tests.
+
+Raw MDS shards (key, image PNG), embed MDS shards (key, emb [E, d] fp16 unit rows, valid [E]),
+embed/meta.json and curated/captions.parquet. Samples come in ``classes`` learnable classes:
+an image is a flat colour of its class plus noise, and its embeddings are its class vector plus
+a little per-facet noise, so a model can learn to match them.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from flame_pipeline.config import Profile, load_profile
+from flame_pipeline.paths import Paths
+from flame_pipeline.shards import write_shards
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+NAMES = ["single", "short/0", "short/1", "short/2"] + [f"long/{i}" for i in range(7)]
+COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan", "orange", "grey"]
+
+
+def png(colour: np.ndarray, size: int, rng: np.random.Generator) -> bytes:
+    pixels = np.clip(colour[None, None, :] + rng.normal(0, 20, (size, size, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, classes: int = 4,
+              image_size: int = 32, seed: int = 0, no_image: tuple[str, ...] = (),
+              no_embedding: tuple[str, ...] = (), overrides: dict | None = None) -> Profile:
+    """Write the fixture under ``root`` and return the tiny profile pointing at it.
+
+    Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
+    raw or embed shards (their caption rows stay), the shape of a shard missing a sample.
+    """
+    cfg = load_profile("tiny", PARAMS, {"data_dir": str(root), **(overrides or {})})
+    paths = Paths.of(cfg)
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(30, 225, (classes, 3))
+    class_vecs = rng.normal(size=(classes, dim))
+    n = n_train + n_test
+    keys = [f"s{i:03d}" for i in range(n)]
+    labels = [i % classes for i in range(n)]
+    has_long = [i % 2 == 0 for i in range(n)]
+
+    raw_rows = [{"key": k, "image": png(colours[c], image_size, rng)}
+                for k, c in zip(keys, labels) if k not in no_image]
+    write_shards(paths.raw_shards, {"key": "str", "image": "bytes"}, raw_rows)
+
+    emb_rows = []
+    for k, c, long in zip(keys, labels, has_long):
+        if k in no_embedding:
+            continue
+        emb = class_vecs[c][None, :] + 0.3 * rng.normal(size=(len(NAMES), dim))
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        valid = np.array([1] * 4 + [int(long)] * 7, dtype=np.uint8)
+        emb[valid == 0] = 0.0
+        emb_rows.append({"key": k, "emb": emb.astype(np.float16), "valid": valid})
+    write_shards(paths.embed_shards, {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
+                 emb_rows)
+    paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "layer": cfg.embed.layer,
+                                            "dim": dim, "names": NAMES}))
+
+    paths.curated.mkdir(parents=True, exist_ok=True)
+    caption = [f"a {COLOURS[c % len(COLOURS)]} square." for c in labels]
+    pl.DataFrame({
+        "key": keys, "source": ["fixture"] * n,
+        "split": ["train"] * n_train + ["test"] * n_test, "language": ["en"] * n,
+        "caption": caption,
+        "long_caption": [f"{t[:-1]} drawn flat, filling the whole picture, with a little noise."
+                         if long else None for t, long in zip(caption, has_long)],
+        "labels": [json.dumps({"colour": COLOURS[c % len(COLOURS)]}) for c in labels],
+        "group": [None] * n, "n_tokens": [4] * n, "n_tokens_long": [14 if lg else None for lg in has_long],
+        "is_long": [False] * n, "dup_group": keys,
+    }).write_parquet(paths.captions)
+    return cfg
