@@ -93,7 +93,7 @@ def check_pixels(row) -> dict:
     arr = pixels(row.image)
     size = arr.shape[0]
     names = nearest_palette(arr, facts["background"])
-    assert names[0, 0] == facts["background"]
+    assert names[0, 0] == facts["background"] and len(set(arr[0, 0].tolist())) == 1  # untinted
     assert facts["count"] == len(facts["objects"]) == int(row.labels["count"])
     occupied = {cell for *_, cell in facts["objects"]}
     for r in range(3):

@@ -94,8 +94,12 @@ def _pick(rng: random.Random, seq: Sequence):
     return seq[int(rng.random() * len(seq))]
 
 
-def _jitter(rng: random.Random, rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(min(255, max(0, c + rng.randint(-COLOUR_JITTER, COLOUR_JITTER))) for c in rgb)
+def _jitter(rng: random.Random, rgb: tuple[int, int, int], neutral: bool = False) -> tuple[int, int, int]:
+    """``rgb`` shifted by up to ``COLOUR_JITTER`` per channel (the same shift for all when
+    ``neutral``, so a white/grey/black background stays untinted)."""
+    shifts = [rng.randint(-COLOUR_JITTER, COLOUR_JITTER)] * 3 if neutral else \
+        [rng.randint(-COLOUR_JITTER, COLOUR_JITTER) for _ in rgb]
+    return tuple(min(255, max(0, c + d)) for c, d in zip(rgb, shifts))
 
 
 def sample_scene(rng: random.Random, held_out: bool) -> Scene:
@@ -115,7 +119,7 @@ def sample_scene(rng: random.Random, held_out: bool) -> Scene:
             cy=(row + 0.5) * cell + rng.uniform(-slack, slack),
             r=r, rgb=_jitter(rng, RGB[colour])))
     background = _pick(rng, BACKGROUNDS)
-    return Scene(background, _jitter(rng, BACKGROUND_RGB[background]), tuple(objects))
+    return Scene(background, _jitter(rng, BACKGROUND_RGB[background], neutral=True), tuple(objects))
 
 
 # ------------------------------------------------------------------------- drawing
