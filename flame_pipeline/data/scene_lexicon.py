@@ -61,8 +61,6 @@ class Language(ABC):
     train: Phrasebook
     test: Phrasebook
     markers: tuple[str, ...]
-    nouns: Mapping[str, tuple[str, str]]        # shape -> (noun, gender)
-    colours: Mapping[str, str]                  # colour -> adjective lemma
 
     @abstractmethod
     def indefinite(self, colour: str, shape: str, size: str) -> str:
@@ -94,8 +92,6 @@ class English(Language):
     code = "en"
     numbers = {2: "two", 3: "three", 4: "four"}
     backgrounds = {"white": ("white", "white"), "grey": ("grey", "grey"), "black": ("black", "black")}
-    nouns = {s: (s, "-") for s in SHAPES}
-    colours = {c: c for c in COLOURS}
 
     @staticmethod
     def article(word: str) -> str:
@@ -267,7 +263,9 @@ class French(Language):
 
 class _Romance(Language):
     """Spanish, Italian, Portuguese: noun, colour, size; feminine -o -> -a; de/di + article."""
-    articles: Mapping[str, str]      # gender -> definite article ("" slot for elision)
+    nouns: Mapping[str, tuple[str, str]]  # shape -> (noun, gender)
+    colours: Mapping[str, str]            # colour -> masculine adjective
+    articles: Mapping[str, str]      # gender -> definite article
     indef_articles: Mapping[str, str]
     contractions: Mapping[str, str]  # definite article -> contracted "of the"
 
