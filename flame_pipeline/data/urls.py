@@ -120,7 +120,10 @@ class Fetcher:
         if isinstance(url, bytes):
             return Fetched(None, "invalid url")
         url = url.strip()
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError:           # e.g. a broken IPv6 host
+            return Fetched(None, "invalid url")
         if parts.scheme.lower() not in SCHEMES:
             return Fetched(None, "unsupported url scheme")
         if not parts.netloc:

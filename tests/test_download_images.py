@@ -1,0 +1,86 @@
+"""images.prepare_image: every kind of bad bytes gets its reason; good bytes a deterministic RGB PNG."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from download_support import bomb_png, png_bytes
+from flame_pipeline.data.images import fit_size, prepare_image
+
+LIMITS = dict(max_side=32, max_pixels=1_000_000, min_side=8)
+
+
+def decode(png: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(png))
+    im.load()
+    return im
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "zero bytes"),
+    (None, "zero bytes"),
+    (b"hello, not an image", "not an image"),
+    (png_bytes(1, (64, 64))[:200], "truncated or corrupt image"),
+    (bomb_png(), "decompression bomb"),
+    (png_bytes(2, (4, 40)), "too small"),
+])
+def test_bad_bytes_are_rejected_with_their_reason(data, reason):
+    got = prepare_image(data, **LIMITS)
+    assert (got.png, got.width, got.height, got.reason) == (None, None, None, reason)
+
+
+def test_pixel_limit_comes_from_max_pixels_and_is_restored():
+    before = Image.MAX_IMAGE_PIXELS
+    data = png_bytes(3, (40, 30))                     # 1200 pixels
+    assert prepare_image(data, max_side=64, max_pixels=1199).reason == "decompression bomb"
+    assert prepare_image(data, max_side=64, max_pixels=1200).reason is None
+    # a header between 1x and 2x the limit: Pillow only warns; that must still reject
+    assert prepare_image(bomb_png(1500, 1000), max_side=64, max_pixels=1_000_000).reason == "decompression bomb"
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_good_image_is_resized_to_fit_and_stored_as_rgb_png():
+    got = prepare_image(png_bytes(4, (80, 40)), **LIMITS)
+    assert got.reason is None and (got.width, got.height) == (32, 16)
+    im = decode(got.png)
+    assert im.format == "PNG" and im.mode == "RGB" and im.size == (32, 16)
+    assert got.png == prepare_image(png_bytes(4, (80, 40)), **LIMITS).png  # deterministic bytes
+
+
+def test_small_image_is_not_upscaled_and_grey_becomes_rgb():
+    got = prepare_image(png_bytes(5, (20, 10), mode="L"), **LIMITS)
+    im = decode(got.png)
+    assert (got.width, got.height) == (20, 10) and im.mode == "RGB"
+    r, g, b = im.split()
+    assert r.tobytes() == g.tobytes() == b.tobytes()
+
+
+def test_transparent_pixels_become_white():
+    im = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
+    im.paste((0, 0, 255, 255), (0, 0, 8, 16))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    out = decode(prepare_image(buf.getvalue(), **LIMITS).png)
+    assert out.getpixel((2, 2)) == (0, 0, 255)
+    assert out.getpixel((12, 2)) == (255, 255, 255)
+
+
+def test_other_formats_and_exif_orientation():
+    im = Image.new("RGB", (40, 20), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6                           # rotate 90 degrees on display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    got = prepare_image(buf.getvalue(), **LIMITS)
+    assert (got.width, got.height) == (16, 32)   # 20x40 after the rotation, fitted into 32
+    webp = io.BytesIO()
+    im.save(webp, format="WEBP")
+    assert prepare_image(webp.getvalue(), **LIMITS).reason is None
+
+
+def test_fit_size():
+    assert fit_size(1000, 10, 32) == (32, 1)
+    assert fit_size(30, 20, 64) == (30, 20)
+    assert fit_size(64, 64, 64) == (64, 64)
