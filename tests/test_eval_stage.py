@@ -24,17 +24,9 @@ from flame_pipeline.files import write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.text.llm import load_llm
-from flame_pipeline.vision.preprocess import eval_pixels
 from flame_pipeline.vision.towers import FlameModel
 
-DIM = 256
-
-
-def unit_vector(text: str) -> np.ndarray:
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
-    v = rng.normal(size=DIM)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
+from eval_oracle import OracleVision, unit_vector
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -58,25 +50,11 @@ def data(tmp_path_factory):
     return cfg, test, train, images
 
 
-class OracleVision:
-    """Each image = the normalised sum of its own texts' vectors: every caption, short or long,
-    in every language, points at its image; class names and cut captions point nowhere."""
-
-    def __init__(self, rows: pl.DataFrame, images: dict[str, bytes], size: int):
-        by_sha: dict[str, np.ndarray] = {}
-        for r in rows.iter_rows(named=True):
-            texts = [r["caption"]] + ([r["long_caption"]] if r["long_caption"] else [])
-            by_sha[r["sha256"]] = by_sha.get(r["sha256"], 0) + sum(unit_vector(t) for t in texts)
-        self.table = {}
-        for r in rows.iter_rows(named=True):
-            pixels = eval_pixels(images[r["key"]], size).numpy().tobytes()
-            self.table[pixels] = by_sha[r["sha256"]] / np.linalg.norm(by_sha[r["sha256"]])
-
-    def encode_image(self, pixels):
-        return torch.from_numpy(np.stack([self.table[p.numpy().tobytes()] for p in pixels]))
-
-    def pooled_features(self, pixels):
-        return self.encode_image(pixels)
+def oracle(rows: pl.DataFrame, images: dict[str, bytes], size: int) -> OracleVision:
+    """Every caption, short or long, in every language, points at its image."""
+    pairs = [(images[r["key"]], t) for r in rows.iter_rows(named=True)
+             for t in (r["caption"], r["long_caption"]) if t]
+    return OracleVision(pairs, size)
 
 
 def test_classification_tasks_skip_per_image_labels(data):
@@ -95,7 +73,7 @@ def test_oracle_model_gets_known_answers(data):
     cfg, test, train, images = data
     tasks, _ = classification_tasks(test, train)
     seen = []
-    model = EvalModel("oracle", OracleVision(test, images, cfg.vision.image_size),
+    model = EvalModel("oracle", oracle(test, images, cfg.vision.image_size),
                       lambda texts, s: (seen.append(s), np.stack([unit_vector(t) for t in texts]))[1],
                       cfg.vision.image_size, batch_size=5)
     cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
@@ -124,7 +102,7 @@ def test_oracle_model_gets_known_answers(data):
 def test_single_prompt_mode_uses_only_the_single_set(data):
     cfg, test, train, images = data
     seen = set()
-    model = EvalModel("oracle", OracleVision(test, images, cfg.vision.image_size),
+    model = EvalModel("oracle", oracle(test, images, cfg.vision.image_size),
                       lambda texts, s: (seen.add(s), np.stack([unit_vector(t) for t in texts]))[1],
                       cfg.vision.image_size, batch_size=64)
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={

@@ -1,0 +1,151 @@
+"""A user's own benchmark: a manifest of (image path, text, language?, label?) rows.
+
+Formats: ``.csv`` (header row), ``.parquet``, ``.jsonl`` / ``.ndjson`` (one JSON object a
+line). Columns: ``image`` (a path relative to the manifest's folder), ``text``, optional
+``language`` (default ``en``) and ``label``. Row problems are counted and reported with
+their row numbers, never fatal: a path outside the manifest's folder (``..``, absolute, or
+a symlink leading out), a missing file, an image that does not decode, an empty text, a line
+that does not parse. The remaining rows get retrieval per language (duplicate-aware: images
+grouped by sha256, texts by content) and, where labels exist, zero-shot classification with
+the labels as class names, through the same code as the evaluate stage.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from flame_pipeline.config import Profile
+from flame_pipeline.eval.encoders import EvalModel, load_eval_model
+from flame_pipeline.eval.evaluate import caption_set
+from flame_pipeline.eval.retrieval import retrieval
+from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from flame_pipeline.vision.preprocess import decode
+
+COLUMNS = ("image", "text", "language", "label")
+MAX_LISTED = 50   # problem rows listed by number in the result (all are counted)
+
+
+@dataclass
+class Manifest:
+    path: Path
+    rows: list[dict] = field(default_factory=list)          # usable rows, with image bytes and sha256
+    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, reason, detail)
+    n_rows: int = 0
+
+
+def _raw_rows(path: Path) -> list[dict | None]:
+    """The manifest's rows as dicts (None for a row that does not parse)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pl.read_parquet(path).to_dicts()
+    if suffix in (".jsonl", ".ndjson"):
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                obj = None
+            out.append(obj if isinstance(obj, dict) else None)
+        return out
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            # a row with more fields than the header (key None) or fewer (value None) is unreadable
+            return [None if None in r or None in r.values() else r for r in reader]
+    raise ValueError(f"{path}: unknown manifest format {suffix!r}; use .csv, .parquet or .jsonl")
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Parse and validate a manifest; every row is either usable or a counted problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    folder = path.parent.resolve()
+    raw = _raw_rows(path)
+    present = set().union(*(r.keys() for r in raw if r)) if any(raw) else set()
+    missing = {"image", "text"} - present
+    if raw and missing:
+        raise ValueError(f"{path}: required column(s) {sorted(missing)} missing; "
+                         f"found {sorted(present)} (columns: {', '.join(COLUMNS)})")
+    out = Manifest(path, n_rows=len(raw))
+    for number, row in enumerate(raw, start=1):
+        if row is None:
+            out.problems.append((number, "unreadable_row", "the row does not parse"))
+            continue
+        text, image = row.get("text"), row.get("image")
+        if not isinstance(text, str) or not text.strip():
+            out.problems.append((number, "missing_text", repr(text)))
+            continue
+        if not isinstance(image, str) or not image.strip():
+            out.problems.append((number, "missing_image", repr(image)))
+            continue
+        target = (folder / image).resolve()
+        if not target.is_relative_to(folder):
+            out.problems.append((number, "outside_folder", image))
+            continue
+        if not target.is_file():
+            out.problems.append((number, "missing_image", image))
+            continue
+        data = target.read_bytes()
+        try:
+            decode(data)
+        except ValueError as err:
+            out.problems.append((number, "unreadable_image", f"{image}: {err}"))
+            continue
+        label = row.get("label")
+        out.rows.append({"row": number, "image": data, "sha256": hashlib.sha256(data).hexdigest(),
+                         "text": text.strip(), "language": (row.get("language") or "en").strip() or "en",
+                         "label": None if label is None or str(label).strip() == "" else str(label).strip()})
+    return out
+
+
+def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
+    """Retrieval per language and, with labels, zero-shot classification on the usable rows."""
+    result = {"manifest": str(manifest.path), "model": model.name, "rows": manifest.n_rows,
+              "used": len(manifest.rows), "problems": dict(Counter(r for _, r, _ in manifest.problems)),
+              "problem_rows": [{"row": n, "reason": r, "detail": d}
+                               for n, r, d in manifest.problems[:MAX_LISTED]]}
+    rows = manifest.rows
+    if not rows:
+        return result
+    firsts: dict[str, bytes] = {}
+    for r in rows:
+        firsts.setdefault(r["sha256"], r["image"])
+    unique = {sha: i for i, sha in enumerate(firsts)}
+    emb = model.image_embeddings(list(firsts.values()))
+    result["retrieval"] = {}
+    for lang in sorted({r["language"] for r in rows}):
+        part = [r for r in rows if r["language"] == lang]
+        prompt_set = caption_set(cfg.eval.prompt_mode, lang)
+        result["retrieval"][lang] = retrieval(
+            emb[[unique[r["sha256"]] for r in part]], [r["sha256"] for r in part],
+            [r["text"] for r in part], lambda t: model.text_embeddings(t, prompt_set),
+            cfg.eval.recall_ks)
+    labelled = {}
+    for r in rows:
+        if r["label"] is not None:
+            labelled.setdefault(r["sha256"], r["label"])
+    classes = sorted(set(labelled.values()))
+    if len(classes) >= 2:
+        cls = class_embeddings(lambda t: model.text_embeddings(t, "single"), classes,
+                               cfg.eval.zeroshot_templates)
+        shas = list(labelled)
+        result["zeroshot"] = dict(zeroshot_accuracy(
+            emb[[unique[s] for s in shas]], cls, [classes.index(labelled[s]) for s in shas]),
+            n_images=len(shas), n_classes=len(classes))
+    return result
+
+
+def evaluate_manifest(cfg: Profile, manifest_path: str | Path, model: str = "flame") -> dict:
+    """``flame benchmark PATH``: evaluate a trained model (``flame`` or ``clip``) on a manifest."""
+    manifest = read_manifest(manifest_path)
+    return benchmark(cfg, load_eval_model(cfg, model), manifest)
+
