@@ -50,13 +50,16 @@ def fingerprint(paths: list[Path]) -> dict[str, list[int]]:
 
 @sensor(job=flame_chain, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED,
         description="Starts the chain when a file under data/incoming/ or under a download "
-                    "source's path (URL list, folder, WebDataset tars) is new or changed.")
+                    "source's path (URL list, folder, WebDataset tars, packaged data root) is "
+                    "new or changed since the previous tick (the first tick records a baseline).")
 def new_raw_data(context: SensorEvaluationContext, flame: FlameParams):
     cfg = flame.load()
     now = fingerprint(watched_paths(cfg))
-    before = json.loads(context.cursor) if context.cursor else {}
-    changed = sorted(f for f in now if before.get(f) != now[f])
     cursor = json.dumps(now, sort_keys=True)
+    if context.cursor is None:  # first tick: what is there now is the baseline, not news
+        return SensorResult(skip_reason=SkipReason(f"baseline: {len(now)} raw files"), cursor=cursor)
+    before = json.loads(context.cursor)
+    changed = sorted(f for f in now if before.get(f) != now[f])
     if not changed:
         return SensorResult(skip_reason=SkipReason("no new or changed raw data"), cursor=cursor)
     run_key = hashlib.sha256(cursor.encode()).hexdigest()[:16]

@@ -33,6 +33,12 @@ def _result(problems: list[str], severity: AssetCheckSeverity = AssetCheckSeveri
     return AssetCheckResult(passed=not problems, severity=severity, metadata=metadata)
 
 
+def _missing(*paths: Path) -> AssetCheckResult | None:
+    """A failed result naming the stage files that do not exist, if any."""
+    absent = [str(p) for p in paths if not p.exists()]
+    return _result([f"missing {p}" for p in absent]) if absent else None
+
+
 def _keys(frame: pl.DataFrame) -> set[str]:
     return set(frame["key"].to_list())
 
@@ -43,6 +49,8 @@ def _keys(frame: pl.DataFrame) -> set[str]:
                          "keys are unique, and the shards hold exactly the kept samples.")
 def every_row_accounted_for(flame: FlameParams) -> AssetCheckResult:
     paths = Paths.of(flame.load())
+    if failed := _missing(paths.manifest, paths.raw_shards / "index.json"):
+        return failed
     manifest = pl.read_parquet(paths.manifest)
     problems = []
     kept = manifest.filter(pl.col("status") == "kept")
@@ -74,6 +82,8 @@ def every_row_accounted_for(flame: FlameParams) -> AssetCheckResult:
                          "reason, never both; every caption has a train/test split.")
 def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
     paths = Paths.of(flame.load())
+    if failed := _missing(paths.manifest, paths.captions, paths.dropped):
+        return failed
     kept = _keys(pl.read_parquet(paths.manifest).filter(pl.col("status") == "kept"))
     captions = pl.read_parquet(paths.captions)
     dropped = pl.read_parquet(paths.dropped)
@@ -106,6 +116,8 @@ def embeddings_finite_unit_norm(flame: FlameParams) -> AssetCheckResult:
     from flame_pipeline.shards import iter_shards
 
     paths = Paths.of(flame.load())
+    if failed := _missing(paths.captions, paths.embed_meta, paths.embed_shards / "index.json"):
+        return failed
     captions = _keys(pl.read_parquet(paths.captions))
     names = json.loads(paths.embed_meta.read_text())["names"]
     problems, keys, n_valid, worst = [], [], 0, 0.0
@@ -140,6 +152,8 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
                  description=f"The training curve of models/{model_dir} has no NaN or infinite loss.")
     def _check(flame: FlameParams) -> AssetCheckResult:
         curve = Paths.of(flame.load()).models / model_dir / "curve.csv"
+        if failed := _missing(curve):
+            return failed
         with open(curve, newline="") as f:
             rows = list(csv.DictReader(f))
         bad = [r["step"] for r in rows if not math.isfinite(float(r["loss"]))]
@@ -155,12 +169,16 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
 
 # ------------------------------------------------------------------ evaluate
 def _latest_metrics(results: ResultsStoreResource) -> tuple[str, pl.DataFrame]:
+    """The latest successful evaluate run of the profile and its metric rows (none: empty)."""
     from flame_pipeline.eval.report import latest_run, run_metrics
 
-    cfg = results.params.load()
     store = results.store()
-    run = latest_run(store, cfg.name)
-    return run["run_id"], run_metrics(store, run["run_id"])
+    try:
+        run_id = latest_run(store, results.params.load().name)["run_id"]
+    except LookupError:
+        return "none", pl.DataFrame(schema={"model": pl.String, "benchmark": pl.String,
+                                            "metric": pl.String, "value": pl.Float64})
+    return run_id, run_metrics(store, run_id)
 
 
 @asset_check(asset=stage_key("evaluate"),

@@ -16,15 +16,20 @@ from assets.resources import FlameParams, LLMSpec, ResultsStoreResource
 from assets.stages import STAGE_ASSETS
 
 
-def build_definitions(profile: str | None = None, params_path: str | None = None) -> Definitions:
+def flame_resources(profile: str | None = None, params_path: str | None = None,
+                    overrides: list[str] | None = None) -> dict:
+    """The resources every asset, check and sensor uses, for one profile."""
     llm = LLMSpec()
     flame = FlameParams(profile=profile or os.environ.get("FLAME_PROFILE", "default"),
                         params_path=params_path or os.environ.get("FLAME_PARAMS", "params.yaml"),
-                        llm=llm)
-    return Definitions(
-        assets=STAGE_ASSETS, asset_checks=CHECKS, jobs=[flame_chain],
-        schedules=[weekly_retrain], sensors=[new_raw_data],
-        resources={"flame": flame, "llm": llm, "results": ResultsStoreResource(params=flame)})
+                        overrides=overrides or [], llm=llm)
+    return {"flame": flame, "llm": llm, "results": ResultsStoreResource(params=flame)}
+
+
+def build_definitions(**profile) -> Definitions:
+    return Definitions(assets=STAGE_ASSETS, asset_checks=CHECKS, jobs=[flame_chain],
+                       schedules=[weekly_retrain], sensors=[new_raw_data],
+                       resources=flame_resources(**profile))
 
 
 defs = build_definitions()

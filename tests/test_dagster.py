@@ -1,0 +1,376 @@
+"""Fast Dagster tests: definitions, resources, metadata, checks on hand-made stage files,
+schedule and sensor. No stage runs here (the end-to-end chain is in test_dagster_e2e.py)."""
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from PIL import Image
+
+from assets.automation import flame_chain, new_raw_data, weekly_retrain
+from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
+                           every_row_accounted_for, flame_vs_clip_recorded,
+                           kept_rows_curated_or_dropped, retrieval_above_chance)
+from assets.definitions import build_definitions, flame_resources
+from assets.metadata import data_version, dvc_md5, metrics_table, stage_metadata
+from assets.stages import CHAIN, STAGE_ASSETS
+from flame_pipeline.config import load_profile
+from flame_pipeline.files import sha256_tree
+from flame_pipeline.paths import Paths
+from flame_pipeline.pipeline import STAGES
+from flame_pipeline.shards import write_shards
+from flame_pipeline.stage import StageOutput
+from flame_pipeline.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project directory as the working directory: data/<profile>/ lands under it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def tiny_paths() -> Paths:
+    return Paths.of(load_profile("tiny", PARAMS))
+
+
+def run_checks(*checks) -> dict[str, dg.AssetCheckEvaluation]:
+    """Execute only the given checks through Dagster (the assets are not materialized).
+    A failed blocking check fails its step; a check that crashed would leave no evaluation."""
+    result = dg.materialize(STAGE_ASSETS + CHECKS, selection=dg.AssetSelection.checks(*checks),
+                            resources=flame_resources("tiny", str(PARAMS)), raise_on_error=False)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert len(evaluations) == len(checks), result.all_events
+    return evaluations
+
+
+# ------------------------------------------------------------------ definitions
+def test_definitions_load_the_chain():
+    defs = build_definitions(profile="tiny", params_path=str(PARAMS))
+    graph = defs.get_repository_def().asset_graph
+    assert list(CHAIN) == list(STAGES)  # the chain is the library's, in the same order
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == set(STAGES)
+    for name, (deps, _) in CHAIN.items():
+        node = graph.get(dg.AssetKey(name))
+        assert {k.to_user_string() for k in node.parent_keys} == set(deps)
+        assert node.group_name == "flame"
+    assert graph.get(dg.AssetKey("evaluate")).parent_keys >= {dg.AssetKey("train"),
+                                                               dg.AssetKey("train_baseline")}
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert {a for a, _ in checks} == set(STAGES)  # every stage has at least one check
+    job = defs.resolve_job_def("flame_chain")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(STAGES)
+    assert defs.resolve_schedule_def("weekly_retrain").cron_schedule == "0 3 * * 1"
+    assert defs.resolve_sensor_def("new_raw_data").job_name == "flame_chain"
+
+
+def test_definitions_module_reads_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("FLAME_PROFILE", "tiny")
+    resources = flame_resources()
+    assert resources["flame"].profile == "tiny"
+    monkeypatch.delenv("FLAME_PROFILE")
+    assert flame_resources()["flame"].profile == "default"
+
+
+def test_resource_overrides_and_llm_spec():
+    res = flame_resources("tiny", str(PARAMS), ["train.steps=3", "seed=7"])
+    cfg = res["flame"].load()
+    assert (cfg.name, cfg.train.steps, cfg.seed) == ("tiny", 3, 7)
+    assert cfg.embed.llm == "tiny-random"
+    base = load_profile("tiny", PARAMS)
+    assert cfg.params_hash() != base.params_hash()
+    flame = res["flame"].model_copy(update={"llm": res["llm"].model_copy(
+        update={"llm": "smollm2-135m", "layer": -3})})
+    cfg = flame.load()
+    assert (cfg.embed.llm, cfg.embed.layer) == ("smollm2-135m", -3)
+    assert res["results"].store().path == Paths.of(base).results_db
+
+
+def test_profiles_data_dir_matches_dvc_layout():
+    # dvc.yaml writes data/<profile>/...; the profiles it lists must put their data there
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    profiles = dvc["vars"][0]["flame_profiles"]
+    assert "default" in profiles and "tiny" in profiles
+    for name in profiles:
+        assert load_profile(name, PARAMS).data_dir == f"data/{name}"
+    for stage in STAGES:
+        assert f"flame {stage.replace('_', '-')} --profile ${{item}}" == dvc["stages"][stage]["do"]["cmd"]
+
+
+# ------------------------------------------------------------------ metadata
+def _png(path: Path, colour=(200, 10, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+    return path
+
+
+def test_stage_metadata_shows_rows_hashes_metrics_and_plots(tmp_path):
+    plots = tmp_path / "eval" / "plots"
+    _png(plots / "recall.png")
+    (tmp_path / "eval" / "metrics.json").write_text('{"flame": {"top1": 50.0}}')
+    out = StageOutput(artifacts={"plots": plots, "metrics": tmp_path / "eval" / "metrics.json"},
+                      rows={"metrics": 4}, summary={"reasons": {"too_short": 3, "duplicate": 1},
+                                                    "seconds": 1.5, "nested": {"a": [1, 2]}},
+                      metrics=[("flame", "zeroshot", "top1", 50.0), ("clip", "zeroshot", "top1", 12.5)])
+    out.hashes = {n: sha256_tree(p) for n, p in out.artifacts.items()}
+    md5s = {n: dvc_md5(p) for n, p in out.artifacts.items()}
+    meta = stage_metadata("tiny", "abc", out, md5s)
+    assert meta["rows/metrics"].value == 4
+    assert meta["summary/seconds"].value == 1.5
+    assert "| too_short | 3 |" in meta["summary/reasons"].value
+    assert meta["summary/nested"].value == {"a": [1, 2]}
+    assert out.hashes["plots"] in meta["hashes"].value and md5s["plots"] in meta["hashes"].value
+    assert md5s["plots"].endswith(".dir") and not md5s["metrics"].endswith(".dir")
+    assert "| zeroshot | top1 | 12.5 | 50 |" in meta["metrics"].value  # columns: clip, flame
+    img = meta["plot/plots/recall"].value
+    prefix = "![recall](data:image/png;base64,"
+    assert img.startswith(prefix)
+    decoded = Image.open(io.BytesIO(base64.b64decode(img[len(prefix):-1])))
+    assert decoded.getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_data_version_follows_content(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    v1 = data_version({"a": dvc_md5(f)})
+    assert v1 == data_version({"a": dvc_md5(f)})
+    f.write_text("two")
+    assert data_version({"a": dvc_md5(f)}) != v1
+
+
+def test_metrics_table_pivots_models():
+    table = metrics_table([("flame", "retrieval", "i2t_R@1", 40.0),
+                           ("clip", "retrieval", "i2t_R@1", 10.0),
+                           ("flame", "retrieval", "t2i_R@1", 30.0)])
+    lines = table.splitlines()
+    assert lines[0] == "| benchmark | metric | clip | flame |"
+    assert lines[2] == "| retrieval | i2t_R@1 | 10 | 40 |"
+    assert lines[3] == "| retrieval | t2i_R@1 |  | 30 |"
+
+
+# ------------------------------------------------------------------ checks on hand-made files
+def _manifest(rows: list[tuple[str, str, str | None]]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "key": [k for k, _, _ in rows], "status": [s for _, s, _ in rows],
+        "reason": [r for _, _, r in rows],
+        "sha256": [f"{i:064x}" if s == "kept" else None for i, (_, s, _) in enumerate(rows)]},
+        schema={"key": pl.String, "status": pl.String, "reason": pl.String, "sha256": pl.String})
+
+
+def _write_download(paths: Paths, rows, n_in_shards: int) -> None:
+    paths.raw.mkdir(parents=True, exist_ok=True)
+    _manifest(rows).write_parquet(paths.manifest)
+    write_shards(paths.raw_shards, {"key": "str", "image": "bytes"},
+                 ({"key": f"k{i}", "image": b"png"} for i in range(n_in_shards)))
+
+
+GOOD_ROWS = [("k0", "kept", None), ("k1", "kept", None), ("k2", "rejected", "decode_error"),
+             ("k3", "rejected", "too_small"), ("k4", "rejected", "decode_error")]
+
+
+def test_download_check_passes_on_consistent_files(project):
+    _write_download(tiny_paths(), GOOD_ROWS, n_in_shards=2)
+    ev = run_checks(every_row_accounted_for)["every_row_accounted_for"]
+    assert ev.passed, ev.metadata
+    assert ev.metadata["input_rows"].value == 5
+    assert (ev.metadata["kept"].value, ev.metadata["rejected"].value) == (2, 3)
+    assert "| decode_error | 2 |" in ev.metadata["rejection_reasons"].value
+
+
+@pytest.mark.parametrize("rows, in_shards, problem", [
+    (GOOD_ROWS, 1, "shards hold 1 samples but the manifest keeps 2"),
+    (GOOD_ROWS[:2] + [("k2", "rejected", None)], 2, "1 rejected rows without a reason"),
+    (GOOD_ROWS + [("k5", "pending", None)], 2, "1 manifest rows are neither kept nor rejected"),
+    (GOOD_ROWS + [("k1", "rejected", "dup")], 2, "1 duplicate keys"),
+])
+def test_download_check_fails_on_unaccounted_rows(project, rows, in_shards, problem):
+    _write_download(tiny_paths(), rows, n_in_shards=in_shards)
+    ev = run_checks(every_row_accounted_for)["every_row_accounted_for"]
+    assert not ev.passed
+    assert ev.severity == dg.AssetCheckSeverity.ERROR
+    assert problem in ev.metadata["problems"].value
+
+
+def test_download_check_fails_when_the_stage_wrote_nothing(project):
+    ev = run_checks(every_row_accounted_for)["every_row_accounted_for"]
+    assert not ev.passed and "missing" in ev.metadata["problems"].value
+
+
+def _write_curate(paths: Paths, captions: list[tuple[str, str | None]], dropped: list[str]) -> None:
+    paths.curated.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"key": [k for k, _ in captions], "split": [s for _, s in captions]},
+                 schema={"key": pl.String, "split": pl.String}).write_parquet(paths.captions)
+    pl.DataFrame({"key": dropped, "stage": ["curate"] * len(dropped),
+                  "reason": ["too_short"] * len(dropped)},
+                 schema={"key": pl.String, "stage": pl.String, "reason": pl.String}
+                 ).write_parquet(paths.dropped)
+
+
+def test_curate_check(project):
+    paths = tiny_paths()
+    _write_download(paths, GOOD_ROWS, 2)
+    _write_curate(paths, [("k0", "train")], ["k1"])
+    ev = run_checks(kept_rows_curated_or_dropped)["kept_rows_curated_or_dropped"]
+    assert ev.passed, ev.metadata
+    _write_curate(paths, [("k0", None)], [])  # k1 lost, k0 without split
+    ev = run_checks(kept_rows_curated_or_dropped)["kept_rows_curated_or_dropped"]
+    assert not ev.passed
+    problems = ev.metadata["problems"].value
+    assert "1 kept rows neither curated nor dropped, e.g. ['k1']" in problems
+    assert "1 captions without a train/test split" in problems
+
+
+def _write_embed(paths: Paths, embs: dict[str, np.ndarray], names: list[str]) -> None:
+    paths.embed.mkdir(parents=True, exist_ok=True)
+    paths.embed_meta.write_text(json.dumps({"names": names, "dim": 4}))
+    shutil.rmtree(paths.embed_shards, ignore_errors=True)
+    write_shards(paths.embed_shards,
+                 {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
+                 ({"key": k, "emb": e.astype(np.float16),
+                   "valid": np.isfinite(e).all(axis=1).astype(np.uint8) | 1} for k, e in embs.items()))
+
+
+def _unit(rng, n=2, d=4) -> np.ndarray:
+    e = rng.normal(size=(n, d))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_embed_check_finite_and_unit_norm(project):
+    paths, rng = tiny_paths(), np.random.default_rng(0)
+    _write_curate(paths, [("k0", "train"), ("k1", "test")], [])
+    _write_embed(paths, {"k0": _unit(rng), "k1": _unit(rng)}, ["single", "short/0"])
+    ev = run_checks(embeddings_finite_unit_norm)["embeddings_finite_unit_norm"]
+    assert ev.passed, ev.metadata
+    assert ev.metadata["valid_embeddings"].value == 4
+    assert ev.metadata["max_norm_error"].value < 1e-3
+
+    bad_nan, bad_norm = _unit(rng), _unit(rng) * 1.5
+    bad_nan[1, 0] = np.nan
+    _write_embed(paths, {"k0": bad_nan, "k1": bad_norm}, ["single", "short/0"])
+    ev = run_checks(embeddings_finite_unit_norm)["embeddings_finite_unit_norm"]
+    problems = ev.metadata["problems"].value
+    assert not ev.passed
+    assert "k0: non-finite values" in problems and "k1: norm off by 0.5" in problems
+
+
+def _write_curve(path: Path, losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "lr"])
+        w.writerows([i + 1, loss, 1e-4] for i, loss in enumerate(losses))
+
+
+def test_loss_checks_for_both_models(project):
+    paths = tiny_paths()
+    loss_checks = [c for c in CHECKS if next(iter(c.check_keys)).name == "loss_finite"]
+    assert len(loss_checks) == 2
+    _write_curve(paths.flame_model / "curve.csv", [3.0, 2.0, 1.5])
+    _write_curve(paths.clip_model / "curve.csv", [3.0, math.nan, 1.5])
+    result = dg.materialize(STAGE_ASSETS + CHECKS, selection=dg.AssetSelection.checks(*loss_checks),
+                            resources=flame_resources("tiny", str(PARAMS)), raise_on_error=False)
+    by_asset = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert by_asset["train"].passed and by_asset["train"].metadata["last_loss"].value == 1.5
+    assert not by_asset["train_baseline"].passed
+    assert "non-finite loss at steps ['2']" in by_asset["train_baseline"].metadata["problems"].value
+
+
+def _record_eval(paths: Paths, rows: list[tuple[str, str, str, float]]) -> None:
+    store = ResultsStore(paths.results_db)
+    run_id = store.start_run("tiny", "evaluate", "p")
+    store.add_metrics(run_id, "tiny", "p", rows)
+    store.end_run(run_id, "succeeded")
+
+
+def test_evaluate_checks(project):
+    paths = tiny_paths()
+    ev = run_checks(flame_vs_clip_recorded, retrieval_above_chance)
+    assert not ev["flame_vs_clip_recorded"].passed  # nothing recorded yet
+    assert "no metrics for flame" in ev["flame_vs_clip_recorded"].metadata["problems"].value
+
+    gallery = [("retrieval", "n_texts", 20.0), ("retrieval", "n_images", 10.0)]
+    flame = gallery + [("retrieval", "i2t_R@1", 30.0), ("retrieval", "t2i_R@1", 40.0),
+                       ("retrieval", "i2t_R@5", 60.0)]
+    _record_eval(paths, [("flame", b, k, v) for b, k, v in flame] +
+                 [("clip", b, k, 1.0) for b, k, _ in flame])
+    ev = run_checks(flame_vs_clip_recorded, retrieval_above_chance)
+    assert ev["flame_vs_clip_recorded"].passed, ev["flame_vs_clip_recorded"].metadata
+    assert ev["retrieval_above_chance"].passed, ev["retrieval_above_chance"].metadata
+    assert "| retrieval | i2t_R@5 | 60 | 25 |" in ev["retrieval_above_chance"].metadata["recalls"].value
+
+    # a later run: t2i R@1 at chance (1 of 10 images = 10 %), CLIP missing one metric
+    worse = [r if r[1] != "t2i_R@1" else ("retrieval", "t2i_R@1", 10.0) for r in flame]
+    _record_eval(paths, [("flame", b, k, v) for b, k, v in worse] +
+                 [("clip", b, k, 1.0) for b, k, _ in worse[:-1]])
+    ev = run_checks(flame_vs_clip_recorded, retrieval_above_chance)
+    assert not ev["flame_vs_clip_recorded"].passed
+    assert not ev["retrieval_above_chance"].passed
+    assert ev["retrieval_above_chance"].severity == dg.AssetCheckSeverity.WARN
+    assert "retrieval t2i_R@1 = 10 <= chance 10" in ev["retrieval_above_chance"].metadata["problems"].value
+
+
+def test_chance_recall():
+    assert chance_recall(1, 100) == 1.0
+    assert chance_recall(10, 5) == 100.0
+
+
+# ------------------------------------------------------------------ schedule and sensor
+def test_weekly_schedule_requests_the_chain():
+    monday = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.timezone.utc)
+    ctx = dg.build_schedule_context(scheduled_execution_time=monday)
+    data = weekly_retrain.evaluate_tick(ctx)
+    assert len(data.run_requests) == 1
+    assert weekly_retrain.job_name == "flame_chain"
+    assert weekly_retrain.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def _sensor_tick(cursor: str | None, params: Path) -> dg.SensorResult:
+    with dg.build_sensor_context(cursor=cursor,
+                                 resources=flame_resources("tiny", str(params))) as ctx:
+        return new_raw_data(ctx)
+
+
+def test_sensor_starts_a_run_when_raw_data_lands(project):
+    # a profile whose download reads a URL list: new lines there, or new files in data/incoming
+    doc = yaml.safe_load(PARAMS.read_text())
+    doc["profiles"]["tiny"]["download"]["sources"].append(
+        {"kind": "url_list", "path": "data/sources/urls.tsv"})
+    params = project / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+
+    result = _sensor_tick(None, params)  # first tick: the files already there are the baseline
+    assert not result.run_requests and result.skip_reason
+    cursor = result.cursor
+    assert not any(f.startswith("data/") for f in json.loads(cursor))
+
+    (project / "data" / "incoming").mkdir(parents=True)
+    (project / "data" / "incoming" / "batch1.tar").write_bytes(b"x" * 10)
+    result = _sensor_tick(cursor, params)
+    assert len(result.run_requests) == 1
+    req = result.run_requests[0]
+    assert req.tags["flame/profile"] == "tiny" and req.job_name in (None, "flame_chain")
+    first_key, cursor = req.run_key, result.cursor
+
+    result = _sensor_tick(cursor, params)  # nothing changed: no run
+    assert not result.run_requests
+
+    (project / "data" / "sources").mkdir()
+    (project / "data" / "sources" / "urls.tsv").write_text("url\tcaption\nhttp://x/1.png\ta cat\n")
+    result = _sensor_tick(cursor, params)
+    assert len(result.run_requests) == 1 and result.run_requests[0].run_key != first_key
+    assert "data/sources/urls.tsv" in json.loads(result.cursor)
