@@ -262,25 +262,25 @@ def _stats(manifest: pl.DataFrame, kept: pl.DataFrame, dropped: pl.DataFrame, cf
 
 
 def _plot(path: Path, kept: pl.DataFrame, long_tokens: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    edges = HIST_EDGES + [max(HIST_EDGES[-1] * 2, int(kept["n_tokens_long"].max() or 0) + 1)]
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.95, bottom=0.15)
+    ax = fig.add_subplot()
+    top = max(HIST_EDGES[-1] * 2, int(kept["n_tokens_long"].max() or 0) + 1)
+    edges = [1] + HIST_EDGES[2:] + [top]  # log axis: a caption has at least one token
     for column, label in (("n_tokens", "caption"), ("n_tokens_long", "long caption")):
         values = kept[column].drop_nulls().to_numpy()
         if len(values):
             ax.hist(values, bins=edges, histtype="step", label=f"{label} (n={len(values)})")
     ax.axvline(long_tokens, color="grey", linestyle="--", label=f"long_tokens={long_tokens}")
-    ax.set_xscale("symlog", linthresh=8)
+    ax.set_xscale("log")
+    ax.set_xlim(1, top)
     ax.set_xlabel("tokens")
     ax.set_ylabel("captions")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------ stage
