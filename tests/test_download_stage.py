@@ -1,0 +1,127 @@
+"""The download stage as a whole: accounting invariant, duplicate keys, resume, SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from download_support import ROOT, ImageServer, png_bytes, profile
+from flame_pipeline.data.download import DuplicateKeyError, download
+from flame_pipeline.files import sha256_tree
+from flame_pipeline.paths import Paths
+from flame_pipeline.shards import open_shards
+from flame_pipeline.stage import record
+from flame_pipeline.store import ResultsStore
+
+
+def folder(tmp_path, n: int, bad: int = 0):
+    root = tmp_path / "pics"
+    root.mkdir(exist_ok=True)
+    for i in range(n):
+        (root / f"img{i:03d}.png").write_bytes(png_bytes(i) if i >= bad else b"")
+        (root / f"img{i:03d}.txt").write_text(f"picture number {i}")
+    return root
+
+
+def outputs(data_dir) -> tuple[str, str]:
+    raw = data_dir / "raw"
+    return sha256_tree(raw / "shards"), sha256_tree(raw / "manifest.parquet")
+
+
+def test_rows_in_equal_kept_plus_rejected_and_the_run_is_recorded(tmp_path):
+    root = folder(tmp_path, 10, bad=3)
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)},
+                                      {"kind": "fashion_mnist", "n_train": 5, "n_test": 2}], chunk_size=4)
+    if not os.path.exists("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("Debian dataset-fashion-mnist not installed")
+    out = record(cfg, "download", download)
+    m = pl.read_parquet(Paths.of(cfg).manifest)
+    assert m.height == 17 == out.summary["kept"] + out.summary["rejected"]
+    assert out.summary["kept"] == 14 and out.summary["reasons"] == {"zero bytes": 3}
+    assert out.summary["per_source"] == {"fashion_mnist": {"kept": 7}, "folder": {"kept": 7, "rejected": 3}}
+    ds = open_shards(Paths.of(cfg).raw_shards)
+    assert ds.num_samples == 14
+    assert [ds.get_item(i)["key"] for i in range(ds.num_samples)] == \
+        m.filter(pl.col("status") == "kept")["key"].to_list()
+    assert m.filter(pl.col("status") == "kept")["sha256"].null_count() == 0
+    with ResultsStore(Paths.of(cfg).results_db)._connect() as con:
+        rows = con.execute("SELECT name, row_count, content_hash FROM artifacts ORDER BY name").fetchall()
+    assert rows == [("manifest", 17, out.hashes["manifest"]), ("shards", 14, out.hashes["shards"])]
+
+
+def test_duplicate_keys_across_sources_are_an_error_and_nothing_is_published(tmp_path):
+    root = folder(tmp_path, 3)
+    src = {"kind": "folder", "path": str(root)}
+    with pytest.raises(DuplicateKeyError, match=r"'folder/pics/img000.png': in source #0 \(folder\) and source #1"):
+        download(profile(tmp_path / "data", [src, src]))
+    assert not (tmp_path / "data/raw/manifest.parquet").exists()
+    assert not (tmp_path / "data/raw/shards").exists()
+
+
+def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
+    root = folder(tmp_path, 9, bad=1)
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}], chunk_size=2)
+    download(cfg)
+    reference = outputs(tmp_path / "data")
+    work = next((tmp_path / "data/raw/work/sources").iterdir())
+    kept_inode = (work / "chunk-000000/manifest.parquet").stat().st_ino
+    # as after a crash: the last chunks and the completion mark are gone, the outputs too
+    for name in ("chunk-000003", "chunk-000004", "complete.json"):
+        p = work / name
+        p.unlink() if p.is_file() else shutil.rmtree(p)
+    (tmp_path / "data/raw/manifest.parquet").unlink()
+    out = download(cfg)
+    assert outputs(tmp_path / "data") == reference
+    assert (work / "chunk-000000/manifest.parquet").stat().st_ino == kept_inode
+    assert out.rows == {"manifest": 9, "shards": 8}
+    assert download(cfg).rows == out.rows and outputs(tmp_path / "data") == reference
+
+
+CHILD = """
+import json, sys
+from flame_pipeline.config import load_profile
+from flame_pipeline.data.download import download
+download(load_profile("tiny", sys.argv[1], json.loads(sys.argv[2])))
+"""
+
+
+@pytest.mark.slow  # ~5 s, of which most is the child importing torch (via streaming); 20+ s on a busy box
+def test_sigkill_half_way_then_rerun_is_byte_identical(tmp_path):
+    n = 12
+    with ImageServer() as server:
+        urls = [f"{server.base}/good/{i}.png?delay=0.2" for i in range(n)] + [f"{server.base}/404.png"]
+        lines = ["url\tcaption"] + [f"{u}\tcaption {i}" for i, u in enumerate(urls)]
+        (tmp_path / "list.tsv").write_text("\n".join(lines) + "\n")
+        sources = [{"kind": "url_list", "path": str(tmp_path / "list.tsv"), "workers": 1, "retries": 0}]
+        over = {"data_dir": str(tmp_path / "killed"), "download.sources": sources, "download.chunk_size": 3}
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT / "params.yaml"), json.dumps(over)],
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        work = tmp_path / "killed/raw/work/sources"
+        deadline = time.monotonic() + 120
+        while not list(work.glob("*/chunk-000001")):
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the child never finished two chunks"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+        assert not (tmp_path / "killed/raw/manifest.parquet").exists()
+        finished = sorted(p.name for p in next(work.iterdir()).glob("chunk-*"))
+        assert 2 <= len(finished) < 5
+        inode = (next(work.iterdir()) / "chunk-000000/manifest.parquet").stat().st_ino
+
+        resumed = download(profile(tmp_path / "killed", sources, chunk_size=3))
+        # rows of finished chunks were fetched once only: neither redone nor refetched
+        assert all(server.hits[f"/good/{i}.png"] == 1 for i in range(3 * len(finished)))
+        assert sum(server.hits.values()) <= n + 1 + 2   # at most the 2 in flight at the kill again
+        assert (next(work.iterdir()) / "chunk-000000/manifest.parquet").stat().st_ino == inode
+
+        clean = download(profile(tmp_path / "clean", sources, chunk_size=3))
+    assert outputs(tmp_path / "killed") == outputs(tmp_path / "clean")
+    assert resumed.rows == clean.rows == {"manifest": n + 1, "shards": n}
