@@ -92,7 +92,7 @@ download(load_profile("tiny", sys.argv[1], json.loads(sys.argv[2])))
 """
 
 
-@pytest.mark.slow  # ~5 s, of which most is the child importing torch (via streaming); 20+ s on a busy box
+@pytest.mark.slow  # 23 s measured on a busy 2-core box, mostly the child importing torch (via streaming)
 def test_sigkill_half_way_then_rerun_is_byte_identical(tmp_path):
     n = 12
     with ImageServer() as server:
