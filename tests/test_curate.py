@@ -276,3 +276,11 @@ def test_bad_manifest_is_a_clear_error(tmp_path, change, message):
 def test_missing_manifest(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the download stage first"):
         curate(profile(tmp_path))
+
+
+def test_manifest_with_no_kept_rows(tmp_path):
+    out, kept, dropped = run(tmp_path, [{"status": "rejected", "reason": "http_404", "caption": None}])
+    assert len(kept) == len(dropped) == 0 and out.rows == {"captions": 0, "dropped": 0}
+    stats = json.loads(Paths(tmp_path).curate_stats.read_text())
+    assert stats["rejection_reasons"]["download"] == {"http_404": 1}
+    assert stats["token_histogram"]["caption"]["n"] == 0
