@@ -28,24 +28,31 @@ def _as_tensor(x) -> torch.Tensor:
 def first_relevant_rank(sim, relevant) -> np.ndarray:
     """0-based rank of each query's best relevant item (ties with irrelevant items count against).
 
-    ``sim``: [queries, gallery] scores; ``relevant``: bool of the same shape.
+    ``sim``: [queries, gallery] scores; ``relevant``: bool of the same shape. The best relevant
+    score per query comes from the relation's nonzero entries; one pass over ``sim`` then
+    counts the gallery items at or above it, less the relevant ones tied with it.
     """
     sim, rel = _as_tensor(sim), _as_tensor(relevant).bool()
     if sim.ndim != 2 or sim.shape != rel.shape:
         raise ValueError(f"similarity {tuple(sim.shape)} and relation {tuple(rel.shape)} "
                          "must be 2-D and of the same shape")
-    missing = ~rel.any(dim=1)
-    if bool(missing.any()):
-        raise ValueError(f"{int(missing.sum())} queries have no relevant gallery item "
-                         f"(first: query {int(missing.nonzero()[0, 0])})")
+    n = sim.shape[0]
+    q, g = rel.nonzero(as_tuple=True)
+    per_query = torch.bincount(q, minlength=n)
+    if bool((per_query == 0).any()):
+        missing = (per_query == 0).nonzero()
+        raise ValueError(f"{len(missing)} queries have no relevant gallery item "
+                         f"(first: query {int(missing[0, 0])})")
     if not bool(torch.isfinite(sim).all()):
         raise ValueError("similarity matrix contains NaN or infinite values")
-    ranks = []
-    for start in range(0, sim.shape[0], CHUNK):
-        s, r = sim[start:start + CHUNK], rel[start:start + CHUNK]
-        best = s.masked_fill(~r, float("-inf")).amax(dim=1, keepdim=True)
-        ranks.append(((s >= best) & ~r).sum(dim=1))
-    return torch.cat(ranks).numpy()
+    scores = sim[q, g]
+    best = torch.full((n,), float("-inf"), dtype=sim.dtype).scatter_reduce(0, q, scores, "amax")
+    tied = torch.zeros(n, dtype=torch.long).index_add_(0, q, (scores >= best[q]).long())
+    ranks = torch.empty(n, dtype=torch.long)
+    for start in range(0, n, CHUNK):
+        block = sim[start:start + CHUNK]
+        ranks[start:start + CHUNK] = (block >= best[start:start + CHUNK, None]).sum(dim=1)
+    return (ranks - tied).numpy()
 
 
 def recall_at_k(sim, relevant, ks: Sequence[int]) -> dict[int, float]:
@@ -104,8 +111,9 @@ def retrieval_recalls(image_emb, text_emb, relation, ks: Sequence[int]) -> dict[
     img, txt = _as_tensor(image_emb).float(), _as_tensor(text_emb).float()
     if img.shape[1] != txt.shape[1]:
         raise ValueError(f"image dim {img.shape[1]} != text dim {txt.shape[1]}")
-    sim = img @ txt.T
     rel = _as_tensor(relation).bool()
+    sim = img @ txt.T
     out = {f"i2t_R@{k}": v for k, v in recall_at_k(sim, rel, ks).items()}
-    out.update({f"t2i_R@{k}": v for k, v in recall_at_k(sim.T, rel.T, ks).items()})
+    # a contiguous copy: the column-wise pass over a transposed view is slower than the copy
+    out.update({f"t2i_R@{k}": v for k, v in recall_at_k(sim.T.contiguous(), rel.T, ks).items()})
     return out
