@@ -1,0 +1,226 @@
+"""The train and train_baseline stages end to end on a small fixture data_dir."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import flame_pipeline.train.loop as loop
+from flame_pipeline.train.baseline import LONG_CAPTION_P, CaptionTexts, tokenize, train_baseline
+from flame_pipeline.train.checkpoint import CheckpointError, load_clip, load_flame, read_state
+from flame_pipeline.train.data import DataError
+from flame_pipeline.train.loop import TrainingDiverged, train
+from fixtures_train import make_data, tiny_profile
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_train_writes_model_curve_and_skips_missing_samples(tmp_path):
+    cfg = make_data(tmp_path, no_image=("s003",), no_embedding=("s005",))
+    out = train(cfg)
+    d = tmp_path / "models" / "flame"
+    assert out.artifacts["model"] == d
+    assert out.rows == {"train_samples": 22, "skipped": 2}
+    skipped = pl.read_parquet(d / "skipped.parquet").sort("key")
+    assert skipped.rows() == [("s003", "no image in the raw shards"),
+                              ("s005", "no embeddings in the embed shards")]
+    curve = pl.read_csv(d / "curve.csv")
+    assert curve.columns == ["step", "loss", "lr", "images_per_s"]
+    assert curve["step"].to_list() == [1, 2, 3, 4, 5, 6]
+    assert curve["lr"][1] == pytest.approx(cfg.train.lr)             # end of the 2-step warm-up
+    assert (d / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    state = json.loads((d / "state.json").read_text())
+    assert state["step"] == 6 and state["curve"][-1]["loss"] == pytest.approx(curve["loss"][-1])
+
+    model = load_flame(d)
+    x = torch.randn(3, 3, 32, 32)
+    emb = model.encode_image(x)
+    assert emb.shape == (3, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert model.projected_tokens(x).shape == (3, 16, 64)            # 4x4 grid of patches
+    assert model.pooled_features(x).shape == (3, cfg.vision.hidden_size)
+    from transformers import ViTModel
+    vit = ViTModel.from_pretrained(d / "vision", add_pooling_layer=False)
+    with torch.no_grad():
+        assert torch.allclose(vit(pixel_values=x).last_hidden_state[:, 1:], model.patch_features(x))
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from flame_pipeline.config import load_profile
+    from flame_pipeline.train import checkpoint, loop, baseline
+    save = checkpoint.save_state
+    def save_then_die(out_dir, model, optimizer, scheduler, info, rng):
+        save(out_dir, model, optimizer, scheduler, info, rng)
+        if info["step"] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save_state = save_then_die
+    cfg = load_profile("tiny", sys.argv[1], {"data_dir": sys.argv[2]})
+    (baseline.train_baseline if sys.argv[3] == "clip" else loop.train)(cfg)
+""")
+
+
+@pytest.mark.parametrize("kind", ["flame", pytest.param("clip", marks=pytest.mark.slow)])
+def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, kind):
+    stage = train if kind == "flame" else train_baseline
+    straight = make_data(tmp_path / "a")
+    stage(straight)
+    killed = make_data(tmp_path / "b")
+    child = subprocess.run([sys.executable, "-c", CHILD, str(REPO / "params.yaml"), str(tmp_path / "b"), kind],
+                           cwd=REPO, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert child.returncode == -9, child.stderr[-2000:]
+    d = tmp_path / "b" / "models" / kind
+    assert read_state(d)[1]["step"] == 3 and not (d / "model.safetensors").exists()
+    out = stage(killed)
+    assert out.summary["resumed_from"] == 3
+    a, b = _weights(tmp_path / "a" / "models" / kind), _weights(d)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curve_a = pl.read_csv(tmp_path / "a" / "models" / kind / "curve.csv")
+    curve_b = pl.read_csv(d / "curve.csv")
+    assert curve_a["loss"].to_list() == curve_b["loss"].to_list()
+    # a finished run is not redone
+    assert stage(killed).summary["resumed_from"] == 6
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    cfg = make_data(tmp_path)
+    train(cfg)
+    other = tiny_profile(tmp_path, {"vision.hidden_size": 16})
+    with pytest.raises(CheckpointError, match=r"vision\.hidden_size: checkpoint 32, params 16"):
+        train(other)
+    # fields that do not change the computation may differ
+    assert train(tiny_profile(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
+
+
+def test_embedding_dim_must_match_the_llm(tmp_path):
+    cfg = make_data(tmp_path, dim=48)
+    with pytest.raises(DataError, match=r"dim 48 .*hidden size 64"):
+        train(cfg)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = make_data(tmp_path)
+    calls = []
+    real = loop.sigmoid_loss
+
+    def poisoned(*args):
+        calls.append(1)
+        loss = real(*args)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(loop, "sigmoid_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5.*step 3"):
+        train(cfg)
+    d = tmp_path / "models" / "flame"
+    tensors, doc = read_state(d)
+    assert doc["step"] == 3
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
+    assert not (d / "model.safetensors").exists()
+
+
+def test_flame_learns_the_fixture(tmp_path):
+    cfg = make_data(tmp_path, overrides={"train.steps": 30, "train.lr": 2e-3, "train.warmup_steps": 3,
+                                         "train.checkpoint_every": 30})
+    train(cfg)
+    loss = pl.read_csv(tmp_path / "models" / "flame" / "curve.csv")["loss"].to_list()
+    assert sum(loss[-5:]) / 5 < 0.4 * sum(loss[:5]) / 5
+    # held-out images land nearest to their own class's stored embeddings
+    from flame_pipeline.shards import iter_shards
+    from flame_pipeline.vision.preprocess import eval_batch
+    model = load_flame(tmp_path / "models" / "flame")
+    raw = {r["key"]: r["image"] for r in iter_shards(tmp_path / "raw" / "shards")}
+    emb = {r["key"]: torch.from_numpy(r["emb"][0].astype("float32")) for r in iter_shards(tmp_path / "embed" / "shards")}
+    test_keys = [f"s{i:03d}" for i in range(24, 28)]
+    classes = torch.stack([emb[f"s{c:03d}"] for c in range(4)])        # train samples of class 0..3
+    img = model.encode_image(eval_batch([raw[k] for k in test_keys], 32))
+    assert (img @ classes.T).argmax(1).tolist() == [24 % 4, 25 % 4, 26 % 4, 27 % 4]
+
+
+def test_clip_baseline_trains_and_encodes(tmp_path):
+    cfg = make_data(tmp_path, no_image=("s003",))
+    out = train_baseline(cfg)
+    d = tmp_path / "models" / "clip"
+    assert out.rows == {"train_samples": 23, "skipped": 1}
+    assert {"model.safetensors", "config.json", "curve.csv", "loss.png", "state.safetensors",
+            "state.json", "vision", "tokenizer", "skipped.parquet"} <= set(os.listdir(d))
+    clip = load_clip(d)
+    t = clip.encode_text(["a red square.", "a blue square drawn flat."])
+    i = clip.encode_image(torch.randn(2, 3, 32, 32))
+    assert t.shape == i.shape == (2, cfg.baseline.text_hidden_size)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
+    from transformers import CLIPModel, CLIPVisionModelWithProjection
+    vision = CLIPVisionModelWithProjection.from_pretrained(d / "vision")
+    full = CLIPModel.from_pretrained(d)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(vision(pixel_values=x).image_embeds, full.get_image_features(pixel_values=x), atol=1e-6)
+    assert full.config.vision_config.hidden_size == cfg.vision.hidden_size
+    assert full.config.text_config.max_position_embeddings == 77
+
+
+def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_path):
+    cfg = make_data(tmp_path)
+    from flame_pipeline.text.llm import load_tokenizer
+    texts = CaptionTexts(cfg, load_tokenizer(cfg.embed))
+    eot = texts.eot
+    batch = tokenize(texts.tokenizer, ["a red square.", "word " * 200], 77, eot)
+    assert batch["input_ids"].shape == (2, 77)
+    n0 = int(batch["attention_mask"][0].sum())
+    assert batch["input_ids"][0, n0 - 1] == eot and batch["input_ids"][0, n0:].eq(0).all()
+    assert batch["input_ids"][1, 76] == eot and batch["attention_mask"][1].all()   # truncated to 76 + EOT
+    short_len = int(texts.texts("s000", torch.Generator().manual_seed(0))["attention_mask"].sum())
+    lens = [int(texts.texts("s000", torch.Generator().manual_seed(s))["attention_mask"].sum()) for s in range(400)]
+    long_share = sum(n != min(lens) for n in lens) / len(lens)
+    assert abs(long_share - LONG_CAPTION_P) < 0.08 and short_len in set(lens)
+    assert {int(texts.texts("s001", torch.Generator().manual_seed(s))["attention_mask"].sum())
+            for s in range(20)} == {min(lens)}                                       # no long caption
+
+
+def test_bf16_and_gradient_checkpointing_options_run(tmp_path):
+    base = make_data(tmp_path / "a", overrides={"train.steps": 2})
+    train(base)
+    ckpt = make_data(tmp_path / "b", overrides={"train.steps": 2, "vision.gradient_checkpointing": True})
+    train(ckpt)
+    a = pl.read_csv(tmp_path / "a" / "models" / "flame" / "curve.csv")["loss"].to_list()
+    b = pl.read_csv(tmp_path / "b" / "models" / "flame" / "curve.csv")["loss"].to_list()
+    assert b == pytest.approx(a, rel=1e-5)          # recomputation changes memory, not the maths
+    bf16 = make_data(tmp_path / "c", overrides={"train.steps": 2, "train.precision": "bf16"})
+    train(bf16)
+    c = pl.read_csv(tmp_path / "c" / "models" / "flame" / "curve.csv")["loss"].to_list()
+    assert c == pytest.approx(a, rel=0.05) and c != a   # bf16 matmuls: close, not identical
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo) vs 1 process: same global batch of 8 -> same loss curve
+    within 1e-5 relative (only the order of float reductions differs)."""
+    curves = {}
+    for n in (1, 2):
+        root = tmp_path / f"n{n}"
+        make_data(root)
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(n),
+               "--master_port", str(29500 + n + os.getpid() % 1000), "-m", "flame_pipeline.cli", "train",
+               "--profile", "tiny", "--params", str(REPO / "params.yaml"), "--set", f"data_dir={root}"]
+        run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert run.returncode == 0, run.stderr[-3000:]
+        curves[n] = pl.read_csv(root / "models" / "flame" / "curve.csv")["loss"].to_list()
+        ranks = {k.split(".")[-1] for k in read_state(root / "models" / "flame")[0] if k.startswith("rng.cpu.")}
+        assert ranks == {str(r) for r in range(n)}                    # every rank's RNG state saved
+    assert len(curves[1]) == 6
+    print("max relative difference:", max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[2])))
+    assert curves[2] == pytest.approx(curves[1], rel=1e-5)

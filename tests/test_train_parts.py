@@ -1,0 +1,160 @@
+"""Training building blocks: losses against brute force, preprocessing, optimizer groups and
+schedule, the step -> batch map, and the positives drawn per step."""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
+from flame_pipeline.train.loss import info_nce, sigmoid_loss
+from flame_pipeline.train.optim import build_optimizer, build_scheduler, lr_factor
+from flame_pipeline.vision import preprocess
+from flame_pipeline.vision.towers import FlameModel
+from fixtures_train import make_data
+
+torch.set_num_threads(1)
+
+
+def test_sigmoid_loss_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    b, m, d = 3, 2, 5
+    img = torch.randn(b, d, generator=g)
+    txt = torch.randn(b, m, d, generator=g)
+    scale, bias = torch.tensor(math.log(10.0)), torch.tensor(-10.0)
+    total = 0.0
+    for i in range(b):
+        x = img[i] / img[i].norm()
+        for j in range(b):
+            for k in range(m):
+                y = txt[j, k] / txt[j, k].norm()
+                logit = 10.0 * float(x @ y) - 10.0
+                label = 1.0 if i == j else -1.0
+                total += math.log(1.0 + math.exp(-label * logit))
+    expected = total / (m * b)
+    assert float(sigmoid_loss(img, txt, scale, bias)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_info_nce_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    b, d = 4, 6
+    img, txt = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    scale = torch.tensor(math.log(1 / 0.07))
+    s = 1 / 0.07
+    x = [v / v.norm() for v in img]
+    y = [v / v.norm() for v in txt]
+    i2t = t2i = 0.0
+    for i in range(b):
+        row = [s * float(x[i] @ y[j]) for j in range(b)]
+        col = [s * float(y[i] @ x[j]) for j in range(b)]
+        i2t += -row[i] + math.log(sum(math.exp(r) for r in row))
+        t2i += -col[i] + math.log(sum(math.exp(c) for c in col))
+    expected = (i2t / b + t2i / b) / 2
+    assert float(info_nce(img, txt, scale)) == pytest.approx(expected, rel=1e-5)
+    # the temperature is clamped at 100
+    assert float(info_nce(img, txt, torch.tensor(10.0))) == pytest.approx(
+        float(info_nce(img, txt, torch.tensor(math.log(100.0)))), rel=1e-6)
+
+
+def _png(w, h, colour=(128, 128, 128)):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_crop_box_area_ratio_and_determinism():
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        l, t, r, b = preprocess.crop_box(40, 30, (0.9, 1.0), g)
+        assert 0 <= l < r <= 40 and 0 <= t < b <= 30
+        area = (r - l) * (b - t) / (40 * 30)
+        assert 0.85 <= area <= 1.0    # 0.9-1.0 up to rounding, or the centred fallback
+    a = preprocess.crop_box(64, 64, (0.9, 1.0), torch.Generator().manual_seed(3))
+    assert a == preprocess.crop_box(64, 64, (0.9, 1.0), torch.Generator().manual_seed(3))
+    # a very wide image cannot fit the ratio range: the fallback is the centred 4/3 box
+    assert preprocess.crop_box(400, 10, (0.9, 1.0), torch.Generator().manual_seed(0)) == (193, 0, 206, 10)
+
+
+def test_pixels_normalised_with_reference_stats():
+    x = preprocess.eval_pixels(_png(50, 30, (255, 0, 128)), 16)
+    assert x.shape == (3, 16, 16)
+    expected = [(1.0 - preprocess.MEAN[0]) / preprocess.STD[0], (0.0 - preprocess.MEAN[1]) / preprocess.STD[1],
+                (128 / 255 - preprocess.MEAN[2]) / preprocess.STD[2]]
+    assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(expected), atol=1e-4)
+    y = preprocess.train_pixels(_png(50, 30), 16, (0.9, 1.0), torch.Generator().manual_seed(0))
+    assert y.shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="undecodable image"):
+        preprocess.eval_pixels(b"not a png", 16)
+
+
+def test_eval_centre_crop_keeps_the_middle():
+    im = Image.new("RGB", (60, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (20, 0, 40, 20))   # white middle third
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    x = preprocess.eval_pixels(buf.getvalue(), 20)
+    white = (1.0 - preprocess.MEAN[0]) / preprocess.STD[0]
+    assert torch.allclose(x[0], torch.full((20, 20), white), atol=1e-3)
+
+
+def test_no_weight_decay_on_biases_norms_and_logit_params(tmp_path):
+    cfg = make_data(tmp_path)
+    model = FlameModel(cfg.vision, 64)
+    opt = build_optimizer(model, cfg.train)
+    decay, no_decay = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == cfg.train.weight_decay and no_decay["weight_decay"] == 0.0
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert {"logit_scale", "logit_bias", "projector.3.weight", "projector.0.bias"} <= nd
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert "projector.0.weight" in {names[id(p)] for p in decay["params"]}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert opt.defaults["betas"] == cfg.train.betas and opt.defaults["eps"] == cfg.train.eps
+
+
+def test_warmup_then_cosine():
+    assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    from flame_pipeline.config import TrainConfig
+    sched = build_scheduler(opt, TrainConfig(steps=12, warmup_steps=4, lr=2.0))
+    lrs = []
+    for _ in range(12):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == [0.5, 1.0, 1.5, 2.0] and lrs[8] == pytest.approx(1.0)
+
+
+def test_step_batches_are_rank_slices_of_one_global_stream():
+    one = list(StepBatches(10, 4, seed=0, start=0, stop=6))
+    two = [list(StepBatches(10, 4, 0, 0, 6, rank=r, world_size=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*two)] == one
+    assert list(StepBatches(10, 4, 0, 3, 6)) == one[3:]          # a resumed run sees the same
+    positions = [p for batch in one for p, _ in batch]
+    assert positions == list(range(24))
+    first_epoch = [i for batch in one for p, i in batch if p < 10]
+    assert sorted(first_epoch) == list(range(10))                # each epoch a permutation
+    with pytest.raises(ValueError, match="not divisible"):
+        StepBatches(10, 3, 0, 0, 1, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="fewer than train.batch_size"):
+        StepBatches(3, 4, 0, 0, 1)
+
+
+def test_positives_drawn_from_valid_embeddings(tmp_path):
+    cfg = make_data(tmp_path, overrides={"train.positives": 6})
+    texts = StoredEmbeddings(cfg, 64)
+    row = texts.shards.get_item(texts.index["s000"])          # long caption: 11 valid
+    got = texts.texts("s000", torch.Generator().manual_seed(0))["texts"]
+    matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got]
+    assert got.shape == (6, 64) and len(set(matches)) == 6
+    row = texts.shards.get_item(texts.index["s001"])          # no long caption: 4 valid
+    got = texts.texts("s001", torch.Generator().manual_seed(0))["texts"]
+    matches = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
+    assert got.shape == (6, 64) and matches <= {0, 1, 2, 3}
+    a = TrainSamples(cfg, texts)[(5, 2)]
+    b = TrainSamples(cfg, texts)[(5, 2)]
+    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["texts"], b["texts"])
