@@ -284,3 +284,31 @@ def test_manifest_with_no_kept_rows(tmp_path):
     stats = json.loads(Paths(tmp_path).curate_stats.read_text())
     assert stats["rejection_reasons"]["download"] == {"http_404": 1}
     assert stats["token_histogram"]["caption"]["n"] == 0
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_gives_the_same_files(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = [{"caption": f"a cube number {i % 97}", "sha256": sha(i % 301), "split": None,
+             "long_caption": "A cube on grass. " * (i % 9)} for i in range(3000)]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for root in (whole, killed):
+        write_manifest(root, rows)
+    curate(profile(whole))
+    script = (f"from flame_pipeline.config import load_profile; from flame_pipeline.data.curate import curate; "
+              f"curate(load_profile('tiny', {str(PARAMS)!r}, {{'data_dir': {str(killed)!r}}}))")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PARAMS.parent)
+    deadline = time.monotonic() + 120
+    while not Paths(killed).captions.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)   # after the first output, before the completion marker
+    assert proc.wait() == -signal.SIGKILL and not Paths(killed).curate_stats.exists()
+    assert not curate(profile(killed)).summary["resumed"]
+    names = ["captions.parquet", "dropped.parquet", "token_lengths.png", "stats.json"]
+    assert {n: (killed / "curated" / n).read_bytes() for n in names} == \
+           {n: (whole / "curated" / n).read_bytes() for n in names}
