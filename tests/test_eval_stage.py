@@ -7,7 +7,6 @@ checks the linear probe and the interpretability map end to end.
 import hashlib
 import json
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -26,7 +25,7 @@ from flame_pipeline.shards import write_shards
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.vision.towers import FlameModel
 
-from eval_oracle import OracleVision, unit_vector
+from eval_oracle import OracleVision, oracle_text
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -73,8 +72,9 @@ def test_oracle_model_gets_known_answers(data):
     cfg, test, train, images = data
     tasks, _ = classification_tasks(test, train)
     seen = []
-    model = EvalModel("oracle", oracle(test, images, cfg.vision.image_size),
-                      lambda texts, s: (seen.append(s), np.stack([unit_vector(t) for t in texts]))[1],
+    vision = oracle(test, images, cfg.vision.image_size)
+    model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                      lambda texts, s: (seen.append(s), oracle_text(texts))[1],
                       cfg.vision.image_size, batch_size=5)
     cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(
@@ -102,8 +102,9 @@ def test_oracle_model_gets_known_answers(data):
 def test_single_prompt_mode_uses_only_the_single_set(data):
     cfg, test, train, images = data
     seen = set()
-    model = EvalModel("oracle", oracle(test, images, cfg.vision.image_size),
-                      lambda texts, s: (seen.add(s), np.stack([unit_vector(t) for t in texts]))[1],
+    vision = oracle(test, images, cfg.vision.image_size)
+    model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                      lambda texts, s: (seen.add(s), oracle_text(texts))[1],
                       cfg.vision.image_size, batch_size=64)
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
         "prompt_mode": "single", "benchmarks": ["retrieval", "long_retrieval"]})})
@@ -116,14 +117,15 @@ def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
     torch.manual_seed(0)
     llm, tokenizer = load_llm(cfg.embed)
     tower = FlameModel(cfg.vision, llm.config.hidden_size).eval()
-    model = EvalModel("flame", tower, lambda texts, s: None, cfg.vision.image_size, batch_size=16)
+    model = EvalModel("flame", tower.encode_image, tower.pooled_features, lambda texts, s: None,
+                      cfg.vision.image_size, batch_size=16, patch_tokens=tower.projected_tokens)
     tasks, _ = classification_tasks(test, train)
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["linear_probe"]})})
     out = run_benchmarks(cfg, model, test, train, images, tasks, lambda t: t)
     assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())
     path = tmp_path / "map.png"
-    grids = interpretability(cfg, tower, output_embedding(llm), lambda i: tokenizer.decode([i]),
+    grids = interpretability(cfg, model, output_embedding(llm), lambda i: tokenizer.decode([i]),
                              test, images, path)
     cells = cfg.eval.interpret_cells
     assert len(grids) == cfg.eval.interpret_images

@@ -56,7 +56,8 @@ def write(root, fmt, rows):
 def oracle_model(rows, root, seen):
     vision = OracleVision([((root / r["image"]).read_bytes(), r["text"]) for r in rows],
                           CFG.vision.image_size)
-    return EvalModel("oracle", vision, lambda t, s: (seen.append(s), oracle_text(t))[1],
+    return EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                     lambda t, s: (seen.append(s), oracle_text(t))[1],
                      CFG.vision.image_size, batch_size=4)
 
 
@@ -105,6 +106,6 @@ def test_manifest_level_errors_are_clear(tmp_path):
 
 def test_no_usable_rows_reports_problems_only(folder):
     root, _, bad = folder
-    out = benchmark(CFG, EvalModel("none", None, None, 32, 4), read_manifest(write(root, "jsonl", bad)))
+    out = benchmark(CFG, EvalModel("none", None, None, None, 32, 4), read_manifest(write(root, "jsonl", bad)))
     assert out["used"] == 0 and sum(out["problems"].values()) == len(bad)
     assert "retrieval" not in out and "zeroshot" not in out

@@ -8,7 +8,7 @@ set's facets, averaged), CLIP with its own text tower (which has no prompt sets)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,24 +19,21 @@ from flame_pipeline.vision.preprocess import eval_batch
 
 MODELS = ("flame", "clip")
 
-
-class VisionModel(Protocol):
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor: ...
-    def pooled_features(self, pixels: torch.Tensor) -> torch.Tensor: ...
-
-
+Pixels = Callable[[torch.Tensor], torch.Tensor]   # [n, 3, H, W] -> [n, d]
 TextFn = Callable[[list[str], str], np.ndarray]   # (texts, prompt set) -> [n, d] normalised
 
 
 @dataclass
 class EvalModel:
     name: str
-    vision: VisionModel
+    encode_image: Pixels      # normalised image embedding in the shared space
+    pooled: Pixels            # mean of the last layer's patch tokens, no projection
     text: TextFn
     image_size: int
     batch_size: int
+    patch_tokens: Pixels | None = None   # [n, P, d] projected patch tokens (FLAME's map)
 
-    def _images(self, pngs: Sequence[bytes], fn) -> np.ndarray:
+    def _images(self, pngs: Sequence[bytes], fn: Pixels) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for start in range(0, len(pngs), self.batch_size):
@@ -47,10 +44,15 @@ class EvalModel:
         return np.concatenate(out)
 
     def image_embeddings(self, pngs: Sequence[bytes]) -> np.ndarray:
-        return self._images(pngs, self.vision.encode_image)
+        return self._images(pngs, self.encode_image)
 
     def pooled_features(self, pngs: Sequence[bytes]) -> np.ndarray:
-        return self._images(pngs, self.vision.pooled_features)
+        return self._images(pngs, self.pooled)
+
+    def projected_tokens(self, pngs: Sequence[bytes]) -> np.ndarray:
+        if self.patch_tokens is None:
+            raise ValueError(f"{self.name}: no projected patch tokens (the token map is FLAME's)")
+        return self._images(pngs, self.patch_tokens)
 
     def text_embeddings(self, texts: Sequence[str], prompt_set: str) -> np.ndarray:
         if not texts:
@@ -58,25 +60,32 @@ class EvalModel:
         return np.asarray(self.text(list(texts), prompt_set), dtype=np.float32)
 
 
+def clip_pooled(clip) -> Pixels:
+    """CLIP's linear-probe features, as FLAME's: the vision transformer's last-layer patch tokens
+    (CLS dropped) averaged, before any projection."""
+    def pooled(pixels: torch.Tensor) -> torch.Tensor:
+        hidden = clip.model.vision_model(pixel_values=pixels.to(clip.device)).last_hidden_state
+        return hidden[:, 1:].mean(dim=1)
+    return pooled
+
+
 def load_eval_model(cfg: Profile, name: str) -> EvalModel:
-    """The trained FLAME model (with the frozen LLM for text) or the CLIP baseline."""
+    """The trained FLAME tower with the frozen LLM for text, or the CLIP baseline."""
     from flame_pipeline.train.checkpoint import load_clip, load_flame
 
     paths = Paths.of(cfg)
+    size, batch = cfg.vision.image_size, cfg.eval.batch_size
     if name == "flame":
         from flame_pipeline.text.precompute import TextEncoder
 
-        encoder = TextEncoder(cfg.embed, paths.embed_cache)
-        vision = load_flame(paths.flame_model)
-        text: TextFn = lambda texts, prompt_set: encoder.encode(texts, prompt_set)  # noqa: E731
-    elif name == "clip":
-        vision = load_clip(paths.clip_model)
-        text = lambda texts, prompt_set: _numpy(vision.encode_text(texts))  # noqa: E731
-    else:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
-    return EvalModel(name, vision, text, cfg.vision.image_size, cfg.eval.batch_size)
-
-
-def _numpy(x) -> np.ndarray:
-    with torch.inference_mode():
-        return x.float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+        encoder = TextEncoder.of(cfg)
+        flame = load_flame(paths.flame_model)
+        return EvalModel(name, flame.encode_image, flame.pooled_features,
+                         lambda texts, prompt_set: encoder.encode(texts, prompt_set), size, batch,
+                         patch_tokens=flame.projected_tokens)
+    if name == "clip":
+        clip = load_clip(paths.clip_model)
+        # CLIP's own text tower has no prompt sets: every text is embedded as it is
+        return EvalModel(name, clip.encode_image, clip_pooled(clip),
+                         lambda texts, _prompt_set: clip.encode_text(texts).numpy(), size, batch)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")

@@ -33,7 +33,7 @@ from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import write_json
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
-from flame_pipeline.vision.preprocess import decode, eval_batch
+from flame_pipeline.vision.preprocess import decode
 
 __all__ = ["evaluate", "write_report", "run_benchmarks", "classification_tasks"]
 
@@ -174,7 +174,7 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     return out
 
 
-def interpretability(cfg: Profile, vision, vocab: torch.Tensor, decode_token,
+def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode_token,
                      test: pl.DataFrame, images: dict[str, bytes], path) -> list[list[list[str]]]:
     """The token map of the first test images (scenes first), drawn as one PNG at ``path``."""
     rows = (test.filter(~pl.col("hard_negative"))
@@ -182,16 +182,14 @@ def interpretability(cfg: Profile, vision, vocab: torch.Tensor, decode_token,
                 .unique("sha256", keep="first", maintain_order=True)
                 .head(cfg.eval.interpret_images))
     pngs = [images[k] for k in rows["key"]]
-    with torch.inference_mode():
-        tokens = vision.projected_tokens(eval_batch(pngs, cfg.vision.image_size))
+    tokens = torch.from_numpy(model.projected_tokens(pngs))
     grids = [token_map(t, vocab, cfg.eval.interpret_cells, decode_token) for t in tokens]
-    pictures = [np.asarray(decode(p)) for p in pngs]
-    plots.token_map_figure(pictures, grids, path)
+    plots.token_map_figure([np.asarray(decode(p)) for p in pngs], grids, path)
     return grids
 
 
 def evaluate(cfg: Profile) -> StageOutput:
-    from flame_pipeline.text.llm import load_llm
+    from flame_pipeline.text.llm import load_llm, load_tokenizer
 
     paths = Paths.of(cfg)
     test = load_rows(paths, ["test"])
@@ -202,7 +200,7 @@ def evaluate(cfg: Profile) -> StageOutput:
     probe_train = train.filter(pl.col("source").is_in([t.source for t in tasks])) \
         if "linear_probe" in cfg.eval.benchmarks else train.clear()
     images = load_images(paths, set(test["key"]) | set(probe_train["key"]))
-    llm, tokenizer = load_llm(cfg.embed)
+    tokenizer = load_tokenizer(cfg.embed)
     truncate = lambda texts: truncate_texts(tokenizer, texts, cfg.eval.truncate_tokens)  # noqa: E731
 
     results, models = {}, {}
@@ -221,7 +219,10 @@ def evaluate(cfg: Profile) -> StageOutput:
         made.append(plots.language_bars(per_lang, paths.plots / "multilingual_r1.png"))
     grids = None
     if "interpretability" in cfg.eval.benchmarks:
-        grids = interpretability(cfg, models["flame"].vision, output_embedding(llm),
+        llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
+        vocab = output_embedding(llm)
+        del llm
+        grids = interpretability(cfg, models["flame"], vocab,
                                  lambda i: tokenizer.decode([i]), test, images,
                                  paths.plots / "interpretability.png")
         made.append(paths.plots / "interpretability.png")
