@@ -222,6 +222,7 @@ def test_stats_json(tmp_path):
     assert stats["per_language"] == {"de": 1, "en": 2}
     assert stats["per_source"] == {"fashion_mnist": 1, "scenes": 2}
     assert stats["per_split"] == {"test": 1, "train": 2}
+    assert stats["per_split_language"] == {"test": {"de": 1}, "train": {"en": 2}}
     assert stats["long"] == {"long_tokens": 77, "with_long_caption": 1, "is_long": 1}
     hist = stats["token_histogram"]["caption"]
     assert hist["n"] == 3 and sum(hist["counts"]) == 3

@@ -52,7 +52,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from flame_pipeline.config import Profile
+from flame_pipeline.config import CurateConfig, Profile
 from flame_pipeline.data import captions as captions_module
 from flame_pipeline.data.captions import normalise_expr
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
@@ -156,7 +156,7 @@ def _boilerplate_hit(patterns: list[str]) -> pl.Expr:
     return hit
 
 
-def _first_reason(frame: pl.DataFrame, cfg) -> pl.DataFrame:
+def _first_reason(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
     """Rules 1-3 as one ``reason`` / ``detail`` pair per row (null when the row passes)."""
     n_cap = pl.col("caption").str.len_chars()
     n_long = pl.col("long_caption").str.len_chars().fill_null(0)
@@ -252,6 +252,8 @@ def _stats(manifest: pl.DataFrame, kept: pl.DataFrame, dropped: pl.DataFrame, cf
         "per_language": _counts(kept, "language"),
         "per_source": _counts(kept, "source"),
         "per_split": _counts(kept, "split"),
+        "per_split_language": {split: _counts(part, "language")
+                               for (split,), part in kept.sort("split").group_by("split", maintain_order=True)},
         "long": {"long_tokens": cfg.curate.long_tokens,
                  "with_long_caption": int(kept["long_caption"].is_not_null().sum()),
                  "is_long": int(kept["is_long"].sum())},
