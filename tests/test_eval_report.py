@@ -28,6 +28,8 @@ def fill(store: ResultsStore, cfg, rows, status_ok=True):
 
 def test_report_puts_models_side_by_side_from_duckdb(cfg):
     store = ResultsStore(Paths.of(cfg).results_db)
+    with recorded_run(store, cfg.name, "train", cfg.params_hash()) as train_run:
+        store.add_artifact(train_run, "train", "model", "models/flame", "f" * 64, None)
     fill(store, cfg, [("flame", "retrieval/scenes", "i2t_R@1", 1.0)])          # older run
     run_id = fill(store, cfg, [
         ("flame", "retrieval/scenes", "i2t_R@1", 42.5), ("clip", "retrieval/scenes", "i2t_R@1", 12.25),
@@ -51,6 +53,7 @@ def test_report_puts_models_side_by_side_from_duckdb(cfg):
     assert "| retrieval/scenes | 16 | 15 |" in report
     assert "99.0" not in report and "| 1.0 |" not in report       # failed and older runs ignored
     assert "Long-caption" not in report                             # no rows, no section
+    assert f"| train | model | `{'f' * 16}` | `{train_run}` |" in report   # provenance
 
 
 def test_report_without_a_run_is_a_clear_error(cfg):

@@ -117,8 +117,11 @@ def truncate_texts(tokenizer, texts: list[str], n_tokens: int) -> list[str]:
 
 def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl.DataFrame,
                    images: dict[str, bytes], tasks: list[Task],
-                   truncate: Callable[[list[str]], list[str]]) -> Results:
-    """Every enabled benchmark for one model; the same code path for FLAME and CLIP."""
+                   truncate: Callable[[list[str]], list[str]],
+                   skipped: list[str] | None = None) -> Results:
+    """Every enabled benchmark for one model; the same code path for FLAME and CLIP.
+    A benchmark that cannot run on this data appends its reason to ``skipped``."""
+    skipped = [] if skipped is None else skipped
     ev, mode, out = cfg.eval, cfg.eval.prompt_mode, {}
     emb = image_embeddings(model, test, images)
     en_plain = (pl.col("language") == "en") & ~pl.col("hard_negative")
@@ -166,6 +169,8 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
             tr_rows, tr_y = _with_label(train, task)
             te_rows, te_y = _with_label(test, task)
             if len(set(tr_y)) < 2 or set(te_y) - set(tr_y):
+                skipped.append(f"linear_probe/{task.source}/{task.task}: {len(set(tr_y))} training "
+                               f"classes; test classes never trained on: {sorted(set(te_y) - set(tr_y))}")
                 continue
             out[f"linear_probe/{task.source}/{task.task}"] = linear_probe(
                 model.pooled_features([images[k] for k in tr_rows["key"]]), tr_y,
@@ -203,10 +208,12 @@ def evaluate(cfg: Profile) -> StageOutput:
     tokenizer = load_tokenizer(cfg.embed)
     truncate = lambda texts: truncate_texts(tokenizer, texts, cfg.eval.truncate_tokens)  # noqa: E731
 
-    results, models = {}, {}
+    results, models, notes = {}, {}, []
     for name in MODELS:
         models[name] = load_eval_model(cfg, name)
-        results[name] = run_benchmarks(cfg, models[name], test, probe_train, images, tasks, truncate)
+        results[name] = run_benchmarks(cfg, models[name], test, probe_train, images, tasks,
+                                       truncate, notes)
+    skipped += sorted(set(notes))   # the same data for both models: the same notes
 
     paths.plots.mkdir(parents=True, exist_ok=True)
     made = []

@@ -39,7 +39,8 @@ def recall_curves(metrics: Metrics, benchmarks: Sequence[str], path: str | Path)
     """R@K against K, image->text and text->image, one panel per benchmark, one line per model."""
     if not benchmarks:
         raise ValueError("no retrieval benchmark to plot")
-    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4 * len(benchmarks), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4 * len(benchmarks), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, bench in zip(axes[0], benchmarks):
         for model, by_bench in sorted(metrics.items()):
             if bench not in by_bench:
@@ -60,8 +61,8 @@ def language_bars(per_language: Mapping[str, Mapping[str, Mapping[str, float]]],
     langs = sorted({lang for m in models for lang in per_language[m]})
     if not langs:
         raise ValueError("no language to plot")
-    fig, axes = plt.subplots(1, len(metric_names), figsize=(1.2 * len(langs) * len(metric_names) + 2, 3.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(metric_names), squeeze=False, layout="constrained",
+                             figsize=(1.2 * len(langs) * len(metric_names) + 2, 3.4))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(langs))
     for ax, metric in zip(axes[0], metric_names):

@@ -50,6 +50,18 @@ def latest_run(store: ResultsStore, profile: str) -> dict:
     return runs.row(0, named=True)
 
 
+def upstream_artifacts(store: ResultsStore, profile: str, before) -> pl.DataFrame:
+    """The latest artifact hashes of each earlier stage's last successful run before ``before``:
+    the data, embeddings and models the evaluation read."""
+    return store.query(
+        "SELECT r.stage, a.name, a.content_hash, a.run_id FROM artifacts a "
+        "JOIN runs r ON r.run_id = a.run_id "
+        "WHERE r.profile = ? AND r.status = 'succeeded' AND r.stage <> 'evaluate' "
+        "AND r.ended_at <= ? "
+        "QUALIFY row_number() OVER (PARTITION BY r.stage, a.name ORDER BY r.ended_at DESC) = 1 "
+        "ORDER BY r.stage, a.name", [profile, before])
+
+
 def run_metrics(store: ResultsStore, run_id: str) -> pl.DataFrame:
     return store.query("SELECT model, benchmark, metric, value, inputs FROM metrics "
                        "WHERE run_id = ? ORDER BY model, benchmark, metric", [run_id])
@@ -79,7 +91,8 @@ def family_table(metrics: pl.DataFrame, family: str, shown: Sequence[str]) -> st
     return "\n".join(lines)
 
 
-def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str]) -> str:
+def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
+                  upstream: pl.DataFrame | None = None) -> str:
     """The report text: provenance, one table per benchmark family, then the plots."""
     inputs = sorted(set(metrics["inputs"].drop_nulls())) if not metrics.is_empty() else []
     out = ["# Evaluation report", "",
@@ -87,7 +100,12 @@ def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str]) -> str
            "row of the run named here.", "",
            f"- run: `{run['run_id']}` (params `{run['params_hash']}`, code `{run['code_version']}`)",
            f"- finished: {run['ended_at']}",
-           f"- inputs (artifact hashes): `{'; '.join(inputs) or 'none'}`", ""]
+           f"- outputs (artifact hashes): `{'; '.join(inputs) or 'none'}`", ""]
+    if upstream is not None and not upstream.is_empty():
+        out += ["Inputs: the latest successful run of each earlier stage before this evaluation.", "",
+                "| stage | artifact | content hash | run |", "|---|---|---|---|"]
+        out += [f"| {r['stage']} | {r['name']} | `{r['content_hash'][:16]}` | `{r['run_id']}` |"
+                for r in upstream.iter_rows(named=True)] + [""]
     for title, family, shown, note in SECTIONS:
         table = family_table(metrics, family, shown)
         if table is None:
@@ -114,7 +132,8 @@ def write_report(cfg: Profile) -> Path:
     run = latest_run(store, cfg.name)
     plots = sorted(p.relative_to(paths.eval).as_posix() for p in paths.plots.glob("*.png")) \
         if paths.plots.exists() else []
-    text = render_report(run, run_metrics(store, run["run_id"]), plots)
+    text = render_report(run, run_metrics(store, run["run_id"]), plots,
+                         upstream_artifacts(store, cfg.name, run["started_at"]))
     with atomic_path(paths.report) as tmp:
         tmp.write_text(text)
     return paths.report
