@@ -68,7 +68,7 @@ def allowed(segments: torch.Tensor, positions: torch.Tensor,
     q_seg, k_seg = segments[:, :, None], segments[:, None, :]
     idx = torch.arange(n, device=segments.device)
     causal = idx[None, :, None] >= idx[None, None, :]
-    ok = causal & (k_seg != PAD) & ((k_seg == PREFIX) | (k_seg == q_seg))
+    ok = causal & (q_seg != PAD) & (k_seg != PAD) & ((k_seg == PREFIX) | (k_seg == q_seg))
     if window is not None:   # the sliding window counts positions of the standalone sequence
         ok &= (positions[:, :, None] - positions[:, None, :]) < window
     return ok | torch.eye(n, dtype=torch.bool, device=segments.device)[None]

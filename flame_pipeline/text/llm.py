@@ -37,7 +37,10 @@ TINY_RANDOM = "tiny-random"
 _TINY_TOKENIZER = "smollm2-135m"
 _TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                   rope_theta=10000.0, tie_word_embeddings=True)
+                   rope_theta=10000.0, tie_word_embeddings=True,
+                   # wider than the usual 0.02 so attention, and thus each vector, depends
+                   # clearly on positions and content (a test of the mask can then fail)
+                   initializer_range=0.1)
 
 
 class ModelNotFoundError(FileNotFoundError):

@@ -1,0 +1,152 @@
+"""Facet-decoupled attention: one pass equals P + Fk run alone, whatever the batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from flame_pipeline.config import load_profile
+from flame_pipeline.text import facets
+from flame_pipeline.text.llm import load_llm
+from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+CAPTIONS = ["a red square",
+            "two small blue circles to the left of a large green triangle on a white "
+            "background, while a brown dog runs past them?"]
+SETS = ["single", "short", "long"]
+
+
+def load(llm: str):
+    cfg = load_profile("tiny", PARAMS, overrides={"embed.llm": llm, "embed.dtype": "fp32"}).embed
+    model, tok = load_llm(cfg)
+    return cfg, model, PromptBuilder(tok, cfg.prompt_sets, cfg.max_tokens)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load("tiny-random")
+
+
+def alone(model, row: PromptTokens, k: int, layer: int) -> torch.Tensor:
+    """The reference: P + Fk as one plain causal sequence, no custom mask or positions."""
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([row.prefix + row.facets[k]]), output_hidden_states=True)
+    return out.hidden_states[layer][0, -1].float()
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=0).item()
+
+
+def check_equality(cfg, model, builder):
+    for ps in SETS:
+        rows = [builder.build(prepare_caption(c), ps) for c in CAPTIONS]
+        got = facets.facet_embeddings(model, rows, cfg.layer)
+        for row, emb in zip(rows, got):
+            assert emb.shape == (len(row.facets), model.config.hidden_size)
+            assert torch.allclose(emb.norm(dim=-1), torch.ones(len(row.facets)), atol=1e-5)
+            for k in range(len(row.facets)):
+                assert cos(emb[k], alone(model, row, k, cfg.layer)) >= 0.9999, (ps, k)
+
+
+def test_mask_rules_on_a_small_layout():
+    rows = [PromptTokens([1, 2], [[3, 4], [5]], False), PromptTokens([1], [[3]], False)]
+    b = facets.pack(rows)
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 2], [0, 1, 0, 0, 0]]
+    assert b.segments.tolist() == [[0, 0, 1, 1, 2], [0, 1, -1, -1, -1]]
+    assert b.last.tolist() == [[3, 4], [1, 0]]
+    ok = facets.allowed(b.segments, b.position_ids).int().tolist()
+    assert ok[0] == [[1, 0, 0, 0, 0],
+                     [1, 1, 0, 0, 0],
+                     [1, 1, 1, 0, 0],
+                     [1, 1, 1, 1, 0],
+                     [1, 1, 0, 0, 1]]     # facet 2 sees P and itself, not facet 1
+    assert ok[1] == [[1, 0, 0, 0, 0],
+                     [1, 1, 0, 0, 0],
+                     [0, 0, 1, 0, 0],     # pad queries see only themselves,
+                     [0, 0, 0, 1, 0],     # no real query sees a pad key
+                     [0, 0, 0, 0, 1]]
+    mask = facets.additive_mask(torch.tensor(ok, dtype=torch.bool), torch.bfloat16)
+    assert mask.shape == (2, 1, 5, 5) and mask.dtype == torch.bfloat16
+    assert mask[0, 0, 0, 1].item() == torch.finfo(torch.bfloat16).min and mask[0, 0, 1, 0] == 0
+
+
+def test_one_pass_equals_each_facet_alone_tiny_random(tiny):
+    check_equality(*tiny)
+
+
+def test_position_reset_is_what_makes_it_equal(tiny):
+    """The reference's defect (positions not reset per facet) fails the same check."""
+    cfg, model, builder = tiny
+    row = builder.build(prepare_caption(CAPTIONS[0]), "short")
+    b = facets.pack([row])
+    with torch.inference_mode():
+        out = model(input_ids=b.input_ids, position_ids=torch.arange(b.input_ids.shape[1])[None],
+                    attention_mask=facets.attention_mask(model, b, b.input_ids.device,
+                                                         torch.float32),
+                    output_hidden_states=True)
+    wrong = out.hidden_states[cfg.layer][0, b.last[0, 2]]
+    assert cos(wrong, alone(model, row, 2, cfg.layer)) < 0.9999
+
+
+def test_batch_independence(tiny):
+    """A caption's embeddings do not change with the lengths of its batch mates."""
+    cfg, model, builder = tiny
+    target = builder.build(prepare_caption(CAPTIONS[1]), "long")
+    short = builder.build(prepare_caption("a dot"), "long")
+    longer = builder.build(prepare_caption(" ".join([CAPTIONS[1]] * 4)), "long")
+    assert longer.n_tokens - target.n_tokens >= 60 and target.n_tokens - short.n_tokens >= 20
+    solo = facets.facet_embeddings(model, [target], cfg.layer)[0]
+    for mates in ([short, target, short], [longer, target], [short, longer, target]):
+        got = facets.facet_embeddings(model, mates, cfg.layer)[mates.index(target)]
+        assert min(cos(a, b) for a, b in zip(solo, got)) >= 0.9999
+
+
+def test_rows_with_different_facet_counts_share_a_batch(tiny):
+    cfg, model, builder = tiny
+    a = builder.build(prepare_caption(CAPTIONS[0]), "single")
+    b = builder.build(prepare_caption(CAPTIONS[0]), "long")
+    mixed = facets.facet_embeddings(model, [a, b], cfg.layer)
+    assert [m.shape[0] for m in mixed] == [1, 7]
+    assert cos(mixed[0][0], facets.facet_embeddings(model, [a], cfg.layer)[0][0]) >= 0.9999
+
+
+def test_sliding_window_layers_get_the_window_in_position_space():
+    """Gemma 3's sliding layers: the one pass still equals each facet alone (window 4 is
+    shorter than every sequence, so a mask without the window would differ)."""
+    from transformers import AutoModel, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                              head_dim=16, sliding_window=4, max_position_embeddings=128,
+                              layer_types=["sliding_attention", "full_attention",
+                                           "sliding_attention"])
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation="sdpa").eval()
+    rows = [PromptTokens([1, 5, 6, 7, 8, 9, 10], [[11, 12, 13], [14, 15, 16, 17, 18]], False),
+            PromptTokens([1, 5], [[11], [14, 15, 16, 17, 18, 19, 20]], False)]
+    assert isinstance(facets.attention_mask(model, facets.pack(rows), torch.device("cpu"),
+                                            torch.float32), dict)
+    for row, emb in zip(rows, facets.facet_embeddings(model, rows, -2)):
+        for k in range(len(row.facets)):
+            assert cos(emb[k], alone(model, row, k, -2)) >= 0.9999
+    b = facets.pack(rows[:1])     # control: the same mask without the window differs
+    full = facets.additive_mask(facets.allowed(b.segments, b.position_ids), torch.float32)
+    with torch.inference_mode():
+        out = model(input_ids=b.input_ids, position_ids=b.position_ids, output_hidden_states=True,
+                    attention_mask={"full_attention": full, "sliding_attention": full})
+    assert cos(out.hidden_states[-2][0, b.last[0, 1]], alone(model, rows[0], 1, -2)) < 0.9999
+
+
+@pytest.mark.slow
+def test_one_pass_equals_each_facet_alone_smollm2():
+    cfg, model, builder = load("smollm2-135m")
+    check_equality(cfg, model, builder)
+    target = builder.build(prepare_caption(CAPTIONS[1]), "short")
+    mates = [builder.build(prepare_caption("a dot"), "short"), target,
+             builder.build(prepare_caption(" ".join([CAPTIONS[1]] * 6)), "short")]
+    solo = facets.facet_embeddings(model, [target], cfg.layer)[0]
+    got = facets.facet_embeddings(model, mates, cfg.layer)[1]
+    assert min(cos(a, b) for a, b in zip(solo, got)) >= 0.9999

@@ -1,0 +1,214 @@
+"""The embed stage: outputs for every row, the content cache, resume, bad input, TextEncoder."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from flame_pipeline.config import load_profile
+from flame_pipeline.files import sha256_tree, write_parquet
+from flame_pipeline.paths import Paths
+from flame_pipeline.shards import iter_shards
+from flame_pipeline.text import precompute
+from flame_pipeline.text.facets import facet_embeddings
+from flame_pipeline.text.llm import load_llm
+from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, prepare_caption
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+CAPTIONS = ["a red square", "two blue circles left of a green triangle", "a dog running on grass",
+            "a cat sleeping on a sofa", "a small yellow star above a big purple hexagon",
+            "an orange car on a road", "a red square"]   # the last repeats the first
+LONG = [None, "There are two blue circles. They are left of a green triangle.", None,
+        "A grey cat is sleeping on a red sofa in a bright living room.",
+        "A yellow star is above a purple hexagon. The star is small and the hexagon big.",
+        None, None]
+SPLITS = ["train", "train", "train", "train", "test", "test", "test"]
+
+
+def profile(tmp_path, **over):
+    over = {"data_dir": str(tmp_path), "embed.batch_size": 2, **over}
+    return load_profile("tiny", PARAMS, overrides=over)
+
+
+def write_captions(cfg, captions=CAPTIONS, long=LONG, splits=SPLITS):
+    table = pl.DataFrame({"key": [f"s{i}" for i in range(len(captions))], "split": splits,
+                          "caption": captions, "long_caption": pl.Series(long, dtype=pl.String)})
+    write_parquet(Paths.of(cfg).captions, table)
+    return table
+
+
+def outputs(cfg) -> dict[str, str]:
+    p = Paths.of(cfg)
+    return {n: sha256_tree(x) for n, x in [("shards", p.embed_shards), ("index", p.embed_index),
+                                          ("meta", p.embed_meta)]}
+
+
+def test_every_row_is_embedded_in_the_stored_format(tmp_path):
+    cfg = profile(tmp_path)
+    table = write_captions(cfg)
+    out = precompute.embed(cfg)
+    p = Paths.of(cfg)
+    meta = json.loads(p.embed_meta.read_text())
+    names = ["single"] + [f"short/{i}" for i in range(3)] + [f"long/{i}" for i in range(7)]
+    assert meta["names"] == names and meta["dim"] == 64 and meta["layer"] == -2
+    index = pl.read_parquet(p.embed_index)
+    assert index["key"].to_list() == table["key"].to_list()
+    assert index["split"].to_list() == SPLITS and not index["truncated"].any()
+    assert index["content_hash"][0] == index["content_hash"][6]   # same texts, same content
+    rows = list(iter_shards(p.embed_shards))
+    assert [r["key"] for r in rows] == table["key"].to_list()
+    for r, long in zip(rows, LONG):
+        assert r["emb"].dtype == np.float16 and r["emb"].shape == (11, 64)
+        assert r["valid"].tolist() == [1] * 4 + [int(long is not None)] * 7
+        ok = r["valid"].astype(bool)
+        assert np.allclose(np.linalg.norm(r["emb"][ok].astype(np.float32), axis=1), 1, atol=2e-3)
+        assert not r["emb"][~ok].any()
+    # 7 rows: 6 distinct captions x (single, short) + 3 long captions; 2 per forward batch
+    assert out.summary["computed"] == 6 * 2 + 3
+    assert out.summary["forward_passes"] == 3 + 3 + 2
+    assert out.rows["embed_index"] == 7
+
+
+def test_rerun_computes_nothing_and_one_changed_caption_recomputes_one_sample(tmp_path):
+    cfg = profile(tmp_path)
+    write_captions(cfg)
+    precompute.embed(cfg)
+    first = outputs(cfg)
+    again = precompute.embed(cfg)
+    assert (again.summary["computed"], again.summary["forward_passes"]) == (0, 0)
+    assert outputs(cfg) == first
+    old_index = pl.read_parquet(Paths.of(cfg).embed_index)
+    changed = CAPTIONS.copy()
+    changed[2] = "a dog sleeping on grass"
+    write_captions(cfg, changed)
+    redo = precompute.embed(cfg)
+    assert redo.summary["computed"] == 2         # its single and short texts, nothing else
+    new_index = pl.read_parquet(Paths.of(cfg).embed_index)
+    differs = (old_index["content_hash"] != new_index["content_hash"]).to_list()
+    assert differs == [False, False, True, False, False, False, False]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
+    cfg = profile(tmp_path, **{"embed.batch_size": 1})
+    many = [f"a {c} {s} number {i}" for i, (c, s) in enumerate(
+        (c, s) for c in ["red", "blue", "green"] for s in ["dot", "cube", "ring", "star"])]
+    args = dict(captions=many, long=[None] * len(many), splits=["train"] * len(many))
+    write_captions(cfg, **args)
+    total = 2 * len(many)
+    cache = Paths.of(cfg).embed_cache
+    script = ("from flame_pipeline.config import load_profile; "
+              "from flame_pipeline.text.precompute import embed; "
+              f"embed(load_profile('tiny', {str(PARAMS)!r}, overrides={{'data_dir': {str(tmp_path)!r},"
+              " 'embed.batch_size': 1}))")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(cache.rglob("*.npz"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(cache.rglob("*.npz")))
+    assert 3 <= done < total and not Paths.of(cfg).embed_meta.exists()
+    resumed = precompute.embed(cfg)
+    assert resumed.summary["computed"] == total - done
+    fresh = profile(tmp_path / "fresh", **{"embed.batch_size": 1})
+    write_captions(fresh, **args)
+    precompute.embed(fresh)
+    a = list(iter_shards(Paths.of(cfg).embed_shards))
+    b = list(iter_shards(Paths.of(fresh).embed_shards))
+    assert len(a) == len(b) == len(many)
+    assert all(np.array_equal(x["emb"], y["emb"]) for x, y in zip(a, b))
+    assert outputs(cfg)["index"] == outputs(fresh)["index"]
+
+
+def test_empty_caption_is_a_clear_error_and_nothing_is_written(tmp_path):
+    cfg = profile(tmp_path)
+    bad = CAPTIONS.copy()
+    bad[3] = "   "
+    write_captions(cfg, bad)
+    with pytest.raises(EmptyCaptionError, match=r"s3 \(caption\)"):
+        precompute.embed(cfg)
+    assert not Paths.of(cfg).embed.exists() and not Paths.of(cfg).embed_cache.exists()
+
+
+def test_too_long_caption_is_truncated_and_flagged_never_the_prompt(tmp_path):
+    cfg = profile(tmp_path, **{"embed.max_tokens": 12, "embed.postprocess": "none"})
+    long_caption = "a very long caption about " + "many red squares and blue circles " * 6
+    write_captions(cfg, CAPTIONS[:-1] + [long_caption], long=[None] * 7)
+    precompute.embed(cfg)
+    index = pl.read_parquet(Paths.of(cfg).embed_index)
+    assert index["truncated"].to_list() == [False] * 6 + [True]
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    built = builder.build(prepare_caption(long_caption), "single")
+    ids = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    before, after = ids('Image description : "'), ids('" . After thinking step by step ,')
+    caption = ids(prepare_caption(long_caption))
+    assert len(caption) > 12 and built.truncated
+    assert built.prefix == builder.lead + before + caption[:12] + after   # prompt kept whole
+    with torch.inference_mode():
+        h = model(input_ids=torch.tensor([built.prefix + built.facets[0]]),
+                  output_hidden_states=True).hidden_states[cfg.embed.layer][0, -1]
+    stored = list(iter_shards(Paths.of(cfg).embed_shards))[-1]["emb"][0].astype(np.float32)
+    assert float(stored @ torch.nn.functional.normalize(h, dim=0).numpy()) >= 0.999
+
+
+def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
+    cfg = profile(tmp_path)
+    with pytest.raises(FileNotFoundError, match="captions.parquet"):
+        precompute.embed(cfg)
+    write_parquet(Paths.of(cfg).captions, pl.DataFrame({"key": ["a"], "caption": ["x"]}))
+    with pytest.raises(ValueError, match="split"):
+        precompute.embed(cfg)
+
+
+def test_center_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "center"})
+    write_captions(cfg)
+    precompute.embed(cfg)
+    p = Paths.of(cfg)
+    meta = json.loads(p.embed_meta.read_text())
+    cosines = meta["mean_cosine"]
+    assert cosines["mean_before"] > 0.5 and cosines["mean_after"] < cosines["mean_before"] - 0.3
+    rows = list(iter_shards(p.embed_shards))
+    enc = precompute.TextEncoder.of(cfg)
+    raw, _ = enc.raw([("single", prepare_caption(c)) for c in CAPTIONS])
+    mean = np.stack([r for r, s in zip(raw, SPLITS) if s == "train"]).mean(0)   # train only
+    post = precompute.Postprocess.load(precompute.postprocess_path(p))
+    assert np.allclose(post.means["single"], mean, atol=1e-6)
+    for r, x in zip(rows, raw):
+        want = (x - mean)[0] / np.linalg.norm(x - mean)
+        assert float(r["emb"][0].astype(np.float32) @ want) >= 0.999
+    got = enc.encode([CAPTIONS[1], CAPTIONS[4]], prompt_set="short")
+    assert enc.computed == 0 and got.shape == (2, 64)        # both came from the stage's cache
+    for g, r in zip(got, [rows[1], rows[4]]):
+        want = r["emb"][1:4].astype(np.float32).mean(0)
+        assert float(g @ (want / np.linalg.norm(want))) >= 0.999
+    new = enc.encode(["a purple dog"])
+    assert enc.computed == 1 and np.isclose(np.linalg.norm(new), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="stats_path"):
+        precompute.TextEncoder(cfg.embed, p.embed_cache).encode(["a dog"])
+
+
+def test_text_encoder_without_postprocess_is_the_facet_mean(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none"})
+    enc = precompute.TextEncoder(cfg.embed, Paths.of(cfg).embed_cache)
+    got = enc.encode(["a red square", "a red square?"], prompt_set="long")
+    assert enc.computed == 1 and np.allclose(got[0], got[1])   # same normalised caption
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    want = facet_embeddings(model, [builder.build("a red square.", "long")])[0].mean(0)
+    assert float(torch.nn.functional.cosine_similarity(torch.from_numpy(got[0]), want, dim=0)) > 0.9999
+    with pytest.raises(EmptyCaptionError):
+        enc.encode([""])
