@@ -80,6 +80,14 @@ def test_other_formats_and_exif_orientation():
     assert prepare_image(webp.getvalue(), **LIMITS).reason is None
 
 
+def test_only_safe_decoders_are_tried():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto showpage\n"
+    assert prepare_image(eps, **LIMITS).reason == "not an image"
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(buf, format="PPM")   # Pillow reads it, we do not
+    assert prepare_image(buf.getvalue(), **LIMITS).reason == "not an image"
+
+
 def test_fit_size():
     assert fit_size(1000, 10, 32) == (32, 1)
     assert fit_size(30, 20, 64) == (30, 20)

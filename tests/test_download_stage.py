@@ -84,6 +84,19 @@ def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
     assert download(cfg).rows == out.rows and outputs(tmp_path / "data") == reference
 
 
+def test_a_second_download_on_the_same_data_dir_is_refused(tmp_path):
+    import fcntl
+    root = folder(tmp_path, 2)
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}])
+    lock = tmp_path / "data/raw/work/.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another download is running"):
+            download(cfg)
+    assert download(cfg).rows == {"manifest": 2, "shards": 2}
+
+
 CHILD = """
 import json, sys
 from flame_pipeline.config import load_profile

@@ -8,13 +8,17 @@ plus the merged MDS ``index.json``) and ``raw/manifest.parquet``, both atomicall
 is a pure function of the params and the inputs, so a run killed half-way and rerun ends with
 byte-identical files.
 
-Every input row lands in the manifest as ``kept`` or ``rejected`` with a reason.
+Every input row lands in the manifest as ``kept`` or ``rejected`` with a reason. Its
+``n_bytes`` is the size of the image bytes as the source gave them (null when it had none);
+``width``, ``height`` and ``sha256`` describe the stored PNG. One download runs per data dir
+at a time (a lock file in ``raw/work/``).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -29,7 +33,7 @@ import polars as pl
 from tqdm import tqdm
 
 from flame_pipeline.config import Profile, Source
-from flame_pipeline.data.images import prepare_image
+from flame_pipeline.data.images import PreparedImage, prepare_image
 from flame_pipeline.data.sample import RawSample
 from flame_pipeline.files import atomic_path, write_json, write_parquet
 from flame_pipeline.paths import Paths
@@ -118,6 +122,13 @@ def check_text(value: str | bytes | None) -> tuple[str | None, str | None]:
     return value, None
 
 
+@functools.lru_cache(maxsize=2)  # consecutive rows share; large inputs must not pile up
+def _prepare(data: bytes | None, limits: Limits) -> PreparedImage:
+    """Consecutive rows sharing an image (one emoji or scene in several languages) decode it once."""
+    return prepare_image(data, max_side=limits.max_side, max_pixels=limits.max_pixels,
+                         min_side=limits.min_side)
+
+
 def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
     """The sample's manifest row, and its PNG when kept."""
     caption, caption_bad = check_text(sample.caption)
@@ -139,8 +150,7 @@ def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
     elif long_bad:
         row["reason"] = f"long caption {long_bad}"
     else:
-        img = prepare_image(sample.image, max_side=limits.max_side, max_pixels=limits.max_pixels,
-                            min_side=limits.min_side)
+        img = _prepare(sample.image, limits)
         if img.reason:
             row["reason"] = img.reason
         else:

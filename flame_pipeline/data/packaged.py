@@ -109,6 +109,11 @@ def _draw(font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
     return im
 
 
+@cache
+def _placeholder(font: ImageFont.FreeTypeFont) -> Image.Image:
+    return _draw(font, _UNKNOWN_FLAG)
+
+
 def render_emoji(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image | None:
     """The emoji drawn on white, or None when the font has no single glyph for it."""
     left, _, right, _ = font.getbbox(ch)
@@ -117,7 +122,7 @@ def render_emoji(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image | None:
     im = _draw(font, ch)
     if ImageChops.invert(im).getbbox() is None:  # nothing drawn
         return None
-    if ImageChops.difference(im, _draw(font, _UNKNOWN_FLAG)).getbbox() is None:
+    if ImageChops.difference(im, _placeholder(font)).getbbox() is None:
         return None
     return im
 
