@@ -31,20 +31,21 @@ def png(colour: np.ndarray, size: int, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def tiny_profile(root: Path, overrides: dict | None = None) -> Profile:
-    """The tiny profile with its data_dir at ``root``."""
-    return load_profile("tiny", PARAMS, {"data_dir": str(root), **(overrides or {})})
+def tiny_profile(root: Path, overrides: dict | None = None, profile: str = "tiny") -> Profile:
+    """The tiny (or another) profile with its data_dir at ``root``."""
+    return load_profile(profile, PARAMS, {"data_dir": str(root), **(overrides or {})})
 
 
 def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, classes: int = 4,
               image_size: int = 32, seed: int = 0, no_image: tuple[str, ...] = (),
-              no_embedding: tuple[str, ...] = (), overrides: dict | None = None) -> Profile:
-    """Write the fixture under ``root`` and return the tiny profile pointing at it.
+              no_embedding: tuple[str, ...] = (), overrides: dict | None = None,
+              profile: str = "tiny") -> Profile:
+    """Write the fixture under ``root`` and return the profile (tiny by default) pointing at it.
 
     Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
     raw or embed shards (their caption rows stay), the shape of a shard missing a sample.
     """
-    cfg = tiny_profile(root, overrides)
+    cfg = tiny_profile(root, overrides, profile)
     paths = Paths.of(cfg)
     rng = np.random.default_rng(seed)
     colours = rng.uniform(30, 225, (classes, 3))
