@@ -77,7 +77,10 @@ def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
         p = work / name
         p.unlink() if p.is_file() else shutil.rmtree(p)
     (tmp_path / "data/raw/manifest.parquet").unlink()
+    for half_written in (work / ".chunk-000003.abc.tmp", tmp_path / "data/raw/.shards.xyz.tmp"):
+        (half_written / "junk").mkdir(parents=True)
     out = download(cfg)
+    assert not list(work.glob(".*.tmp")) and not list((tmp_path / "data/raw").glob(".*.tmp"))
     assert outputs(tmp_path / "data") == reference
     assert (work / "chunk-000000/manifest.parquet").stat().st_ino == kept_inode
     assert out.rows == {"manifest": 9, "shards": 8}
