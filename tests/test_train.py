@@ -100,8 +100,13 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     cfg = make_data(tmp_path)
     train(cfg)
     other = tiny_profile(tmp_path, {"vision.hidden_size": 16})
-    with pytest.raises(CheckpointError, match=r"vision\.hidden_size: checkpoint 32, params 16"):
+    with pytest.raises(CheckpointError, match=r"vision\.hidden_size: checkpoint 32, this run 16"):
         train(other)
+    # other training data (a sample fewer) is refused too
+    make_data(tmp_path / "fewer", no_image=("s002",))
+    (tmp_path / "fewer" / "models").symlink_to(tmp_path / "models")
+    with pytest.raises(CheckpointError, match=r"data\.samples: checkpoint 24, this run 23"):
+        train(tiny_profile(tmp_path / "fewer"))
     # fields that do not change the computation may differ
     assert train(tiny_profile(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
 

@@ -51,7 +51,7 @@ def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
 def mismatches(saved: dict, current: dict) -> list[str]:
     """Dotted fields whose values differ between two config trees, with both values."""
     a, b = _dotted(saved), _dotted(current)
-    return [f"{k}: checkpoint {a.get(k, '<absent>')!r}, params {b.get(k, '<absent>')!r}"
+    return [f"{k}: checkpoint {a.get(k, '<absent>')!r}, this run {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from flame_pipeline.config import Profile
+from flame_pipeline.files import sha256_text
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import open_shards
 from flame_pipeline.vision.preprocess import train_pixels
@@ -159,6 +160,10 @@ class TrainSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def fingerprint(self) -> dict:
+        """What a checkpoint must have been trained on: the usable keys, in order."""
+        return {"samples": len(self.keys), "keys_sha256": sha256_text("\n".join(self.keys))}
 
     def __getitem__(self, address: tuple[int, int]) -> dict:
         position, i = address

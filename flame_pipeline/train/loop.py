@@ -51,7 +51,7 @@ class Recipe:
     model: nn.Module
     data: TrainSamples
     loss: Callable[[nn.Module, nn.Module, dict], torch.Tensor]  # (wrapped, bare model, batch)
-    identity: dict                                        # config a checkpoint must match
+    identity: dict                                        # config a checkpoint must match (+ data)
     export: Callable[[nn.Module, Path], None]             # writes the finished model files
 
 
@@ -134,13 +134,16 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
         model = recipe.model.to(device)
         optimizer = build_optimizer(model, t)
         scheduler = build_scheduler(optimizer, t)
-        restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, recipe.identity)
+        identity = dict(recipe.identity, data=recipe.data.fingerprint())
+        restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, identity)
         start, curve, last_good = 0, [], None
         if restored is not None:
             doc, rng = restored
             start, curve, last_good = doc["step"], doc["curve"], doc["step"]
             _restore_rng(rng, device)
-        wrapped = DistributedDataParallel(model) if size > 1 else model
+        wrapped = model
+        if size > 1:
+            wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         dtype = autocast_dtype(t.precision, device)
         batches = StepBatches(len(recipe.data), t.batch_size, cfg.seed, start, t.steps, rank, size)
         loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
@@ -176,7 +179,7 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
                 rng = _rng_states(device)
                 if rank == 0:
                     ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
-                                    {"step": done, "identity": recipe.identity, "curve": curve}, rng)
+                                    {"step": done, "identity": identity, "curve": curve}, rng)
                 if size > 1:
                     dist.barrier()
                 last_good = done
