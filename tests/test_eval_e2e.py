@@ -1,0 +1,57 @@
+"""End-to-end (slow): the tiny chain, then the evaluate stage's files, DuckDB rows and report."""
+import json
+
+import polars as pl
+import pytest
+
+from flame_pipeline.config import load_profile
+from flame_pipeline.paths import Paths
+from flame_pipeline.pipeline import run_chain, run_stage
+from flame_pipeline.store import ResultsStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path_factory.mktemp("e2e"))})
+    out = run_chain(cfg)
+    return cfg, out["evaluate"]
+
+
+def test_both_models_get_every_metric_recorded(chain):
+    cfg, out = chain
+    paths = Paths.of(cfg)
+    rows = ResultsStore(paths.results_db).query(
+        "SELECT m.model, m.benchmark, m.metric, m.value FROM metrics m JOIN runs r USING (run_id) "
+        "WHERE r.stage = 'evaluate'")
+    assert rows.height == len(out.metrics) > 0
+    flame, clip = (set(rows.filter(pl.col("model") == m).select("benchmark", "metric").iter_rows())
+                   for m in ("flame", "clip"))
+    assert flame == clip        # exactly the same benchmarks for both models
+    families = {b.split("/")[0] for b, _ in flame}
+    assert families == {"zeroshot", "retrieval", "long_retrieval", "long_retrieval_77",
+                        "multilingual", "linear_probe"}
+    recalls = rows.filter(~pl.col("metric").str.starts_with("n_"))
+    assert recalls["value"].min() >= 0.0 and recalls["value"].max() <= 100.0
+    doc = json.loads(paths.metrics.read_text())
+    assert doc["models"]["flame"]["retrieval/scenes"]["i2t_R@1"] == pytest.approx(
+        rows.filter((pl.col("model") == "flame") & (pl.col("benchmark") == "retrieval/scenes")
+                    & (pl.col("metric") == "i2t_R@1"))["value"][0])
+
+
+def test_report_and_plots(chain):
+    cfg, out = chain
+    paths = Paths.of(cfg)
+    report = out.artifacts["report"].read_text()
+    for name in ("recall_at_k", "multilingual_r1", "interpretability"):
+        assert (paths.plots / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"(plots/{name}.png)" in report
+    assert "| CLIP (text tower from scratch) |" in report and "| FLAME (frozen LLM) |" in report
+    assert "| train | model |" in report and "| train_baseline | model |" in report
+
+
+def test_rerun_gives_the_same_numbers(chain):
+    cfg, first = chain
+    again = run_stage(cfg, "evaluate")
+    assert again.metrics == first.metrics
