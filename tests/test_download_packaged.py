@@ -12,7 +12,7 @@ from PIL import Image
 from download_support import png_bytes
 from flame_pipeline.config import EmojiSource, FashionMnistSource, OpenClipartSource
 from flame_pipeline.data.packaged import (
-    FASHION_CLASSES, _font, iter_emoji, iter_fashion_mnist, iter_openclipart, render_emoji,
+    FASHION_CLASSES, _font, emoji_categories, iter_emoji, iter_fashion_mnist, iter_openclipart, render_emoji,
     title_from_filename)
 
 FMNIST = Path(FashionMnistSource().root)
@@ -57,12 +57,20 @@ def test_emoji_rows_in_several_languages():
         assert len({r.image for r in same}) == 1
         ch = "".join(chr(int(c, 16)) for c in same[0].group.split("/")[1].split("-"))
         assert same[1].caption == emoji.EMOJI_DATA[ch]["de"].strip(":").replace("_", " ")
-        assert same[0].labels == {"emoji": same[0].caption}
+        assert same[0].labels["emoji"] == same[0].caption
     im = Image.open(io.BytesIO(rows[0].image))
     assert im.size == (136, 128) and len(im.convert("RGB").getcolors(maxcolors=1 << 16)) > 20
     assert [r.key for r in iter_emoji(src, start=4)] == [r.key for r in rows[4:]]
     with pytest.raises(ValueError, match="unknown language"):
         list(iter_emoji(EmojiSource(languages=["xx"])))
+
+
+def test_emoji_categories():
+    cats = emoji_categories()
+    assert cats[(0x1F947,)] == "Activities"                       # 1st place medal
+    assert cats[(0x1F44D, 0x1F3FD)] == "People & Body"            # thumbs up, medium skin tone
+    assert cats[(0x30, 0x20E3)] == "Symbols"                      # keycap 0, FE0F dropped
+    assert set(cats.values()) >= {"Smileys & Emotion", "Animals & Nature", "Food & Drink", "Flags"}
 
 
 @needs(FONT, "fonts-noto-color-emoji")

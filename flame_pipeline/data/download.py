@@ -269,9 +269,6 @@ def _quiet_logging() -> Iterator[None]:
 def _merge(chunks: list[Path], paths: Paths) -> pl.DataFrame:
     manifest = pl.concat([pl.read_parquet(c / "manifest.parquet") for c in chunks]) if chunks \
         else pl.DataFrame(schema=MANIFEST_SCHEMA)
-    dup = manifest["key"].filter(manifest["key"].is_duplicated())
-    if len(dup):
-        raise DuplicateKeyError(f"duplicate sample key {dup[0]!r} in the manifest")
     with atomic_path(paths.raw_shards) as tmp:
         tmp.mkdir()
         for i, chunk in enumerate(chunks):

