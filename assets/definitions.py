@@ -19,10 +19,13 @@ from assets.stages import STAGE_ASSETS
 def flame_resources(profile: str | None = None, params_path: str | None = None,
                     overrides: list[str] | None = None) -> dict:
     """The resources every asset, check and sensor uses, for one profile."""
-    llm = LLMSpec()
-    flame = FlameParams(profile=profile or os.environ.get("FLAME_PROFILE", "default"),
-                        params_path=params_path or os.environ.get("FLAME_PARAMS", "params.yaml"),
-                        overrides=overrides or [], llm=llm)
+    # configured at launch: a run's config for "flame" or "llm" (the launchpad) reaches every
+    # resource that depends on them, with these values as the defaults
+    llm = LLMSpec.configure_at_launch()
+    flame = FlameParams.configure_at_launch(
+        profile=profile or os.environ.get("FLAME_PROFILE", "default"),
+        params_path=params_path or os.environ.get("FLAME_PARAMS", "params.yaml"),
+        overrides=overrides or [], llm=llm)
     return {"flame": flame, "llm": llm, "results": ResultsStoreResource(params=flame)}
 
 

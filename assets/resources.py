@@ -6,11 +6,10 @@ Relative paths (``params_path``, the profile's ``data_dir``) are relative to the
 directory of the Dagster process, which ``scripts/dagster_dev.sh`` sets to the project root,
 exactly as for the ``flame`` CLI and ``dvc repro``: the same params give the same files.
 """
-from __future__ import annotations
 
 from typing import Optional
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, ResourceDependency
 from pydantic import Field
 
 from flame_pipeline.config import Profile, load_profile, parse_override
@@ -42,7 +41,7 @@ class FlameParams(ConfigurableResource):
     profile: str = Field("default", description="params.yaml profile: tiny, default or paper")
     params_path: str = Field("params.yaml", description="params file, relative to the project root")
     overrides: list[str] = Field([], description="overrides like 'train.steps=200' (as `flame --set`)")
-    llm: LLMSpec
+    llm: ResourceDependency[LLMSpec]
 
     def load(self) -> Profile:
         over = dict(parse_override(item) for item in self.overrides)
@@ -53,7 +52,7 @@ class FlameParams(ConfigurableResource):
 class ResultsStoreResource(ConfigurableResource):
     """The profile's DuckDB results store (runs, artifacts and their hashes, metrics)."""
 
-    params: FlameParams
+    params: ResourceDependency[FlameParams]
 
     def store(self) -> ResultsStore:
         return ResultsStore(Paths.of(self.params.load()).results_db)

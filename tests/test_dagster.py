@@ -23,6 +23,7 @@ from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
                            every_row_accounted_for, flame_vs_clip_recorded,
                            kept_rows_curated_or_dropped, retrieval_above_chance)
 from assets.definitions import build_definitions, flame_resources
+from assets.resources import FlameParams, ResultsStoreResource
 from assets.metadata import data_version, dvc_md5, metrics_table, stage_metadata
 from assets.stages import CHAIN, STAGE_ASSETS
 from flame_pipeline.config import load_profile
@@ -79,26 +80,49 @@ def test_definitions_load_the_chain():
     assert defs.resolve_sensor_def("new_raw_data").job_name == "flame_chain"
 
 
-def test_definitions_module_reads_profile_from_environment(monkeypatch):
-    monkeypatch.setenv("FLAME_PROFILE", "tiny")
-    resources = flame_resources()
-    assert resources["flame"].profile == "tiny"
-    monkeypatch.delenv("FLAME_PROFILE")
-    assert flame_resources()["flame"].profile == "default"
-
-
-def test_resource_overrides_and_llm_spec():
-    res = flame_resources("tiny", str(PARAMS), ["train.steps=3", "seed=7"])
-    cfg = res["flame"].load()
-    assert (cfg.name, cfg.train.steps, cfg.seed) == ("tiny", 3, 7)
-    assert cfg.embed.llm == "tiny-random"
-    base = load_profile("tiny", PARAMS)
-    assert cfg.params_hash() != base.params_hash()
-    flame = res["flame"].model_copy(update={"llm": res["llm"].model_copy(
-        update={"llm": "smollm2-135m", "layer": -3})})
+@dg.asset
+def profile_probe(flame: FlameParams, results: ResultsStoreResource) -> dg.MaterializeResult:
+    """What the stage assets see: the profile their resources load."""
     cfg = flame.load()
-    assert (cfg.embed.llm, cfg.embed.layer) == ("smollm2-135m", -3)
-    assert res["results"].store().path == Paths.of(base).results_db
+    return dg.MaterializeResult(metadata={
+        "profile": cfg.name, "steps": cfg.train.steps, "seed": cfg.seed, "llm": cfg.embed.llm,
+        "layer": cfg.embed.layer, "params_hash": cfg.params_hash(),
+        "results_db": str(results.store().path)})
+
+
+def probe(resources: dict, run_config: dict | None = None) -> dict:
+    result = dg.materialize([profile_probe], resources=resources, run_config=run_config or {})
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    return {k: v.value for k, v in meta.items()}
+
+
+def test_definitions_read_profile_from_environment(monkeypatch, project):
+    monkeypatch.setenv("FLAME_PROFILE", "tiny")
+    monkeypatch.setenv("FLAME_PARAMS", str(PARAMS))
+    assert probe(flame_resources())["profile"] == "tiny"
+    monkeypatch.delenv("FLAME_PROFILE")
+    assert probe(flame_resources())["profile"] == "default"
+
+
+def test_per_run_overrides_reach_every_resource(project):
+    """Launchpad config for `flame` and `llm` changes the profile the stages and the store see."""
+    res = flame_resources("tiny", str(PARAMS))
+    base = load_profile("tiny", PARAMS)
+    seen = probe(res)
+    assert (seen["profile"], seen["steps"], seen["llm"]) == ("tiny", base.train.steps, "tiny-random")
+    assert seen["params_hash"] == base.params_hash()
+    assert seen["results_db"] == str(Paths.of(base).results_db)
+
+    seen = probe(res, {"resources": {
+        "flame": {"config": {"overrides": ["train.steps=3", "seed=7"]}},
+        "llm": {"config": {"llm": "smollm2-135m", "layer": -3}}}})
+    assert (seen["profile"], seen["steps"], seen["seed"]) == ("tiny", 3, 7)
+    assert (seen["llm"], seen["layer"]) == ("smollm2-135m", -3)
+    assert seen["params_hash"] != base.params_hash()
+
+    seen = probe(res, {"resources": {"flame": {"config": {"profile": "default"}}}})
+    assert seen["profile"] == "default"  # params_path stays the one the definitions were built with
+    assert seen["results_db"] == str(Paths.of(load_profile("default", PARAMS)).results_db)
 
 
 def test_profiles_data_dir_matches_dvc_layout():

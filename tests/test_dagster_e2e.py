@@ -1,0 +1,186 @@
+"""End-to-end (slow): the tiny profile's chain materialized by Dagster into a real instance,
+its checks, a check failing on corrupted files, and parity with `dvc repro` of the same
+profile (same files, same DVC md5s), plus DVC's metrics, plots and remote push/pull."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from assets.checks import CHECKS, embeddings_finite_unit_norm, every_row_accounted_for
+from assets.definitions import flame_resources
+from assets.metadata import data_version, dvc_md5
+from assets.stages import STAGE_ASSETS
+from dvc_tool import REPO, run_dvc
+from flame_pipeline.config import load_profile
+from flame_pipeline.paths import Paths
+from flame_pipeline.pipeline import STAGES
+from flame_pipeline.shards import iter_shards, write_shards
+
+pytestmark = pytest.mark.slow
+PARAMS = REPO / "params.yaml"
+
+
+class chdir:
+    def __init__(self, path: Path):
+        self.path, self.old = path, None
+
+    def __enter__(self):
+        self.old = os.getcwd()
+        os.chdir(self.path)
+
+    def __exit__(self, *exc):
+        os.chdir(self.old)
+
+
+def materialize_checks(checks, project: Path, instance) -> dict[str, dg.AssetCheckEvaluation]:
+    with chdir(project):
+        result = dg.materialize(STAGE_ASSETS + CHECKS, selection=dg.AssetSelection.checks(*checks),
+                                resources=flame_resources("tiny", str(PARAMS)), instance=instance,
+                                raise_on_error=False)
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def dagster_run(tmp_path_factory):
+    """The tiny chain and all its checks, materialized in-process into a real instance."""
+    project = tmp_path_factory.mktemp("dagster_project")
+    home = project / ".dagster_home"  # a DAGSTER_HOME with the project's dagster.yaml
+    home.mkdir()
+    shutil.copy2(REPO / "dagster.yaml", home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert instance.telemetry_enabled is False
+    with chdir(project):
+        result = dg.materialize(STAGE_ASSETS + CHECKS, instance=instance,
+                                resources=flame_resources("tiny", str(PARAMS)), raise_on_error=False)
+    yield result, instance, project
+    instance.dispose()
+
+
+def test_tiny_chain_materializes_and_checks_pass(dagster_run):
+    result, instance, project = dagster_run
+    assert result.success, [str(e.event_specific_data)[:2000] for e in result.all_events
+                            if e.event_type_value == "STEP_FAILURE"]
+    mats = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+    assert set(mats) == set(STAGES)
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(CHECKS)
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata.get("problems"))
+              for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    assert not failed
+    # the instance on disk remembers every stage, with its data version
+    for stage in STAGES:
+        event = instance.get_latest_materialization_event(dg.AssetKey(stage))
+        assert event is not None
+        tags = event.asset_materialization.tags
+        assert tags["dagster/data_version"] == mats[stage].materialization.tags["dagster/data_version"]
+
+
+def test_materialization_metadata_and_data_versions(dagster_run):
+    result, _, project = dagster_run
+    paths = Paths.of(load_profile("tiny", PARAMS))
+    mats = {e.asset_key.to_user_string(): e.materialization
+            for e in result.get_asset_materialization_events()}
+    manifest = pl.read_parquet(project / paths.manifest)
+    download = mats["download"].metadata
+    assert download["rows/manifest"].value == manifest.height
+    assert download["profile"].value == "tiny"
+    # the data version is the DVC md5s of what the stage wrote, recomputed here from the files
+    artifacts = {k.removeprefix("path/"): project / v.value for k, v in download.items()
+                 if k.startswith("path/")}
+    assert set(artifacts) >= {"manifest", "shards"}
+    expected = data_version({n: dvc_md5(p) for n, p in artifacts.items()})
+    assert mats["download"].tags["dagster/data_version"] == expected.value
+    for name, path in artifacts.items():
+        assert dvc_md5(path) in download["hashes"].value
+    # evaluation shows both models' metrics and its plots inline
+    evaluate = mats["evaluate"].metadata
+    header = evaluate["metrics"].value.splitlines()[0]
+    assert header == "| benchmark | metric | clip | flame |"
+    assert any(k.startswith("plot/") and v.value.startswith("![") for k, v in evaluate.items())
+    assert any(k.startswith("plot/") for k in mats["train"].metadata)  # the loss curve
+
+
+def test_checks_fail_on_corrupted_files(dagster_run, tmp_path):
+    _, instance, project = dagster_run
+    shutil.copytree(project / "data", tmp_path / "data")
+    paths = Paths.of(load_profile("tiny", PARAMS))
+    manifest = pl.read_parquet(tmp_path / paths.manifest)
+    kept = manifest.filter(pl.col("status") == "kept")["key"][0]
+    manifest.filter(pl.col("key") != kept).write_parquet(tmp_path / paths.manifest)
+
+    rows = list(iter_shards(tmp_path / paths.embed_shards))
+    rows[3]["emb"] = rows[3]["emb"].copy()
+    rows[3]["emb"][0, 0] = np.nan
+    shutil.rmtree(tmp_path / paths.embed_shards)
+    write_shards(tmp_path / paths.embed_shards,
+                 {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"}, rows)
+
+    ev = materialize_checks([every_row_accounted_for, embeddings_finite_unit_norm], tmp_path, instance)
+    assert not ev["every_row_accounted_for"].passed
+    n_kept = manifest.filter(pl.col("status") == "kept").height
+    assert (f"shards hold {n_kept} samples but the manifest keeps {n_kept - 1}"
+            in ev["every_row_accounted_for"].metadata["problems"].value)
+    assert not ev["embeddings_finite_unit_norm"].passed
+    assert f"{rows[3]['key']}: non-finite values" in ev["embeddings_finite_unit_norm"].metadata["problems"].value
+    # the same checks on the untouched files pass
+    ev = materialize_checks([every_row_accounted_for, embeddings_finite_unit_norm], project, instance)
+    assert ev["every_row_accounted_for"].passed and ev["embeddings_finite_unit_norm"].passed
+
+
+def _repo_copy(dest: Path) -> Path:
+    """The files `dvc repro` needs, in a fresh git repository (the code runs from the venv)."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy2(REPO / name, dest / name)
+    (dest / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
+    shutil.copytree(REPO / "flame_pipeline", dest / "flame_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _lock_outs(repo: Path, profile: str) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for name, stage in lock["stages"].items()
+            if name.endswith(f"@{profile}") for o in stage.get("outs", [])}
+
+
+def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
+    result, _, project = dagster_run
+    assert result.success
+    repo = _repo_copy(tmp_path)
+    run_dvc("repro", "evaluate@tiny", cwd=repo, timeout=900)
+    outs = _lock_outs(repo, "tiny")
+    assert len(outs) >= 8 and all(p.startswith("data/tiny/") for p in outs)
+    differ = {p: (md5, dvc_md5(project / p)) for p, md5 in outs.items()
+              if (project / p).exists() and dvc_md5(project / p) != md5}
+    missing = [p for p in outs if not (project / p).exists()]
+    assert not missing and not differ, (missing, differ)
+    # Dagster's materializations name the same md5s
+    recorded = "\n".join(e.materialization.metadata["hashes"].value
+                         for e in result.get_asset_materialization_events())
+    assert all(md5 in recorded for p, md5 in outs.items() if not p.endswith("report.md"))
+
+    # DVC's own views work on the result, and the local remote round-trips the outputs
+    metrics = json.loads(run_dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert "data/tiny/eval/metrics.json" in json.dumps(metrics)
+    plots = json.loads(run_dvc("plots", "show", "--json", cwd=repo).stdout)
+    assert "loss_tiny" in plots
+    run_dvc("push", cwd=repo)
+    assert any((repo / ".dvc" / "remote").rglob("*"))
+    shutil.rmtree(repo / "data" / "tiny" / "models")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    run_dvc("pull", cwd=repo)
+    assert dvc_md5(repo / "data/tiny/models/flame") == outs["data/tiny/models/flame"]
+    status = run_dvc("status", "--json", cwd=repo).stdout
+    assert not {k: v for k, v in json.loads(status).items() if k.endswith("@tiny")}
