@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from flame_pipeline.config import Profile
+from flame_pipeline.data.scenes import class_text as scene_class_text
 from flame_pipeline.eval import plots
 from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
@@ -58,10 +59,19 @@ def long_set(mode: str) -> str:
 
 def class_text(source: str, task: str, value: str) -> str:
     """The words a class is named with in the zero-shot templates."""
-    if source == "scenes":
-        from flame_pipeline.data.scenes import class_text as scene_class_text
-        return scene_class_text(task, value)
-    return value
+    return scene_class_text(task, value) if source == "scenes" else value
+
+
+def labelled(rows: pl.DataFrame, source: str, task: str) -> tuple[np.ndarray, list[str]]:
+    """Indices of ``rows`` holding the task's images (the first row of each sha256 of the
+    source with that label) and their classes."""
+    idx, values, seen = [], [], set()
+    for i, (src, sha, labels) in enumerate(zip(rows["source"], rows["sha256"], label_dicts(rows))):
+        if src == source and task in labels and sha not in seen:
+            seen.add(sha)
+            idx.append(i)
+            values.append(labels[task])
+    return np.asarray(idx, dtype=np.int64), values
 
 
 def classification_tasks(test: pl.DataFrame, train: pl.DataFrame) -> tuple[list[Task], list[str]]:
@@ -74,38 +84,24 @@ def classification_tasks(test: pl.DataFrame, train: pl.DataFrame) -> tuple[list[
     tasks, skipped = [], []
     pairs = sorted({(s, t) for s, labels in zip(test["source"], label_dicts(test)) for t in labels})
     for source, task in pairs:
-        values = {}
-        for sha, labels in zip(test.filter(pl.col("source") == source)["sha256"],
-                               label_dicts(test.filter(pl.col("source") == source))):
-            if task in labels:
-                values.setdefault(sha, labels[task])
-        n_classes = len(set(values.values()))
+        _, values = labelled(test, source, task)
+        n_classes = len(set(values))
         if n_classes < 2 or n_classes >= len(values):
             skipped.append(f"{source}/{task}: {n_classes} classes over {len(values)} test images")
             continue
-        seen = set(values.values())
-        for labels in label_dicts(train.filter(pl.col("source") == source)):
-            if task in labels:
-                seen.add(labels[task])
-        tasks.append(Task(source, task, sorted(seen)))
+        tasks.append(Task(source, task, sorted(set(values) | set(labelled(train, source, task)[1]))))
     return tasks, skipped
 
 
-def _with_label(rows: pl.DataFrame, task: Task) -> tuple[pl.DataFrame, list[str]]:
-    """The task's rows, one per image (first row of each sha256), and their class values."""
-    rows = rows.filter(pl.col("source") == task.source)
-    keep = [task.task in d for d in label_dicts(rows)]
-    rows = rows.filter(pl.Series(keep, dtype=pl.Boolean)).unique("sha256", keep="first",
-                                                                  maintain_order=True)
-    return rows, [d[task.task] for d in label_dicts(rows)]
-
-
-def image_embeddings(model: EvalModel, rows: pl.DataFrame, images: dict[str, bytes]) -> np.ndarray:
-    """One normalised embedding per row, each distinct image (sha256) encoded once."""
+def per_row(encode: Callable[[list[bytes]], np.ndarray], rows: pl.DataFrame,
+            images: dict[str, bytes]) -> np.ndarray:
+    """``encode`` applied to each distinct image (sha256) once, then one output row per row."""
     unique = rows.unique("sha256", keep="first", maintain_order=True)
-    emb = model.image_embeddings([images[k] for k in unique["key"]])
+    if unique.is_empty():
+        return np.zeros((0, 0), dtype=np.float32)
+    out = encode([images[k] for k in unique["key"]])
     index = {sha: i for i, sha in enumerate(unique["sha256"])}
-    return emb[[index[s] for s in rows["sha256"]]]
+    return out[[index[s] for s in rows["sha256"]]]
 
 
 def truncate_texts(tokenizer, texts: list[str], n_tokens: int) -> list[str]:
@@ -123,7 +119,7 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     A benchmark that cannot run on this data appends its reason to ``skipped``."""
     skipped = [] if skipped is None else skipped
     ev, mode, out = cfg.eval, cfg.eval.prompt_mode, {}
-    emb = image_embeddings(model, test, images)
+    emb = per_row(model.image_embeddings, test, images)
     en_plain = (pl.col("language") == "en") & ~pl.col("hard_negative")
 
     def rows_of(mask: pl.Expr) -> tuple[pl.DataFrame, np.ndarray]:
@@ -133,16 +129,14 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     def text_fn(prompt_set: str):
         return lambda texts: model.text_embeddings(texts, prompt_set)
 
-    sources = sorted(set(test["source"]))
     if "zeroshot" in ev.benchmarks:
         for task in tasks:
-            rows, values = _with_label(test, task)
+            idx, values = labelled(test, task.source, task.task)
             names = [class_text(task.source, task.task, c) for c in task.classes]
             cls = class_embeddings(text_fn("single"), names, ev.zeroshot_templates)
-            labels = [task.classes.index(v) for v in values]
             out[f"zeroshot/{task.source}/{task.task}"] = zeroshot_accuracy(
-                image_embeddings(model, rows, images), cls, labels)
-    for source in sources:
+                emb[idx], cls, [task.classes.index(v) for v in values])
+    for source in sorted(set(test["source"])):
         src = pl.col("source") == source
         if "retrieval" in ev.benchmarks:
             rows, e = rows_of(src & en_plain)
@@ -164,18 +158,19 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
                 per = retrieval_per_language(e, rows["sha256"].to_list(), rows["caption"].to_list(),
                                              rows["language"].to_list(), text_fn("single"), ev.recall_ks)
                 out.update({f"multilingual/{source}/{lang}": m for lang, m in per.items()})
-    if "linear_probe" in ev.benchmarks:
+    if "linear_probe" in ev.benchmarks and tasks:
+        train_x = per_row(model.pooled_features, train, images)
+        test_x = per_row(model.pooled_features, test, images)
         for task in tasks:
-            tr_rows, tr_y = _with_label(train, task)
-            te_rows, te_y = _with_label(test, task)
-            if len(set(tr_y)) < 2 or set(te_y) - set(tr_y):
+            tr_idx, tr_y = labelled(train, task.source, task.task)
+            te_idx, te_y = labelled(test, task.source, task.task)
+            unseen = sorted(set(te_y) - set(tr_y))
+            if len(set(tr_y)) < 2 or unseen:
                 skipped.append(f"linear_probe/{task.source}/{task.task}: {len(set(tr_y))} training "
-                               f"classes; test classes never trained on: {sorted(set(te_y) - set(tr_y))}")
+                               f"classes; test classes never trained on: {unseen}")
                 continue
             out[f"linear_probe/{task.source}/{task.task}"] = linear_probe(
-                model.pooled_features([images[k] for k in tr_rows["key"]]), tr_y,
-                model.pooled_features([images[k] for k in te_rows["key"]]), te_y,
-                max_iter=ev.probe_max_iter)
+                train_x[tr_idx], tr_y, test_x[te_idx], te_y, max_iter=ev.probe_max_iter)
     return out
 
 
