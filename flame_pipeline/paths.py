@@ -49,7 +49,10 @@ class Paths:
     @property
     def embed_meta(self) -> Path: return self.embed / "meta.json"
     @property
-    def embed_cache(self) -> Path: return self.root / "cache" / "embed"  # content-addressed
+    def embed_cache(self) -> Path:
+        # content-addressed by (model, layer, dtype, prompt, caption): safe to share between
+        # profiles and ablation runs beside this one, so it sits next to the data dir
+        return self.root.parent / "cache" / "embed"
 
     # train
     @property
