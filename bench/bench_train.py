@@ -130,7 +130,7 @@ def llm_texts(cfg):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8, help="training steps per throughput run")
-    ap.add_argument("--online-steps", type=int, default=2, help="steps of the offline/online loops")
+    ap.add_argument("--online-steps", type=int, default=2, help="steps of the offline/online loops (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,6 +158,8 @@ def main() -> None:
         print(f"FLAME vision step: {flops / 1e9:.1f} GFLOP per step of {b} images, {seconds:.3f} s "
               f"-> {flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.1%} of the matmul peak")
 
+        if args.online_steps == 0:
+            return
         offline = loop_step_times(cfg, data, args.online_steps, None)
         online = loop_step_times(cfg, data, args.online_steps, llm_texts(cfg))
         off, on = statistics.median(offline), statistics.median(online)

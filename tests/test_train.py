@@ -229,3 +229,23 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert len(curves[1]) == 6
     print("max relative difference:", max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[2])))
     assert curves[2] == pytest.approx(curves[1], rel=1e-5)
+
+
+def test_trimming_padding_leaves_text_features_unchanged(tmp_path):
+    from transformers import CLIPModel
+    from flame_pipeline.train.baseline import clip_config, trim
+    cfg = make_data(tmp_path)
+    torch.manual_seed(0)
+    model = CLIPModel(clip_config(cfg, eot=999)).eval()
+
+    class Words:                                  # a tokenizer stand-in: one id per word
+        def __call__(self, texts, add_special_tokens, truncation, max_length):
+            return {"input_ids": [[len(w) + 3 for w in t.split()][:max_length] for t in texts]}
+
+    batch = tokenize(Words(), ["a red square", "one two three four five six"], 77, 999)
+    short = trim(batch)
+    assert short["input_ids"].shape == (2, 7)
+    with torch.no_grad():
+        full = model.get_text_features(**batch)
+        cut = model.get_text_features(**short)
+    assert torch.allclose(full, cut, atol=1e-5)

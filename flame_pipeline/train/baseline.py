@@ -62,6 +62,13 @@ def tokenize(tokenizer, texts: list[str], context: int, eot: int) -> dict[str, t
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut the padding columns every row has: the causal text tower gives the EOT position the
+    same output on the shorter sequence, and the step costs what the longest caption needs."""
+    n = int(batch["attention_mask"].sum(dim=1).max())
+    return {"input_ids": batch["input_ids"][:, :n], "attention_mask": batch["attention_mask"][:, :n]}
+
+
 class CaptionTexts:
     """The baseline's texts: a tokenised caption per sample per step (see module doc)."""
 
@@ -113,7 +120,7 @@ class ClipEncoder:
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        batch = tokenize(self.tokenizer, texts, self.context, self.eot)
+        batch = trim(tokenize(self.tokenizer, texts, self.context, self.eot))
         feats = self.model.get_text_features(**{k: v.to(self.device) for k, v in batch.items()})
         return F.normalize(feats.float(), dim=-1)
 
@@ -142,8 +149,7 @@ def clip_recipe(cfg: Profile) -> Recipe:
         model.gradient_checkpointing_enable()
 
     def loss(wrapped: nn.Module, bare: CLIPModel, batch: dict) -> torch.Tensor:
-        out = wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      pixel_values=batch["pixels"])
+        out = wrapped(**trim(batch), pixel_values=batch["pixels"])
         return info_nce(out.image_embeds, out.text_embeds, bare.logit_scale)
 
     identity = identity_of(cfg, kind="clip", baseline=cfg.baseline.model_dump(mode="json"),
