@@ -36,7 +36,7 @@ class ScenesSource(Section):
 
 class EmojiSource(Section):
     kind: Literal["emoji"] = "emoji"
-    limit: int = Field(1000, ge=0)
+    limit: int = Field(1000, ge=0)          # emoji drawn; each gives one row per language
     image_size: int = Field(64, ge=16)
     languages: list[str] = ["en", "de", "fr", "es"]
     test_fraction: float = Field(0.2, ge=0.0, le=1.0)
@@ -45,7 +45,7 @@ class EmojiSource(Section):
 
 class OpenClipartSource(Section):
     kind: Literal["openclipart"] = "openclipart"
-    limit: int = Field(1000, ge=0)
+    limit: int = Field(1000, ge=0)          # PNG files, in a fixed hash order
     image_size: int = Field(64, ge=16)
     root: str = "/usr/share/openclipart"
     test_fraction: float = Field(0.1, ge=0.0, le=1.0)

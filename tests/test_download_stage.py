@@ -87,6 +87,13 @@ def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
     assert download(cfg).rows == out.rows and outputs(tmp_path / "data") == reference
 
 
+def test_no_sources_gives_empty_but_valid_outputs(tmp_path):
+    out = download(profile(tmp_path / "data", []))
+    assert out.rows == {"manifest": 0, "shards": 0}
+    assert pl.read_parquet(tmp_path / "data/raw/manifest.parquet").columns[:2] == ["key", "source"]
+    assert json.loads((tmp_path / "data/raw/shards/index.json").read_text())["shards"] == []
+
+
 def test_a_second_download_on_the_same_data_dir_is_refused(tmp_path):
     import fcntl
     root = folder(tmp_path, 2)
