@@ -88,6 +88,18 @@ def test_only_safe_decoders_are_tried():
     assert prepare_image(buf.getvalue(), **LIMITS).reason == "not an image"
 
 
+def test_large_jpeg_is_decoded_reduced_and_still_fits_exactly():
+    im = Image.radial_gradient("L").resize((1024, 768)).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    got = prepare_image(buf.getvalue(), max_side=100, max_pixels=10**7)
+    assert (got.width, got.height) == (100, 75)
+    out = decode(got.png)
+    ref = im.resize((100, 75), Image.Resampling.LANCZOS)
+    diff = [abs(a - b) for a, b in zip(out.tobytes(), ref.tobytes())]
+    assert sum(diff) / len(diff) < 3            # DCT-scaled decode: the same picture
+
+
 def test_fit_size():
     assert fit_size(1000, 10, 32) == (32, 1)
     assert fit_size(30, 20, 64) == (30, 20)

@@ -84,6 +84,8 @@ def prepare_image(data: bytes | None, *, max_side: int, max_pixels: int,
                 if width * height > max_pixels:   # header check before any pixel is decoded
                     return PreparedImage.reject("decompression bomb")
                 im.seek(0)                          # first frame of an animation
+                if im.format == "JPEG":             # decode at the smallest DCT scale still >= the target
+                    im.draft("RGB", fit_size(width, height, max_side))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
