@@ -40,13 +40,13 @@ def write_list(path, base: str) -> None:
 
 
 def source(path, **kw) -> dict:
-    return {"kind": "url_list", "path": str(path), "workers": 4, "timeout_s": 0.3,
+    return {"kind": "url_list", "path": str(path), "workers": 4, "timeout_s": 0.8,
             "retries": RETRIES, "backoff_s": 0.01, **kw}
 
 
 @pytest.fixture
 def server():
-    with ImageServer(slow_s=1.0) as s:
+    with ImageServer(slow_s=2.5) as s:
         yield s
 
 
