@@ -87,6 +87,18 @@ def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
     assert download(cfg).rows == out.rows and outputs(tmp_path / "data") == reference
 
 
+def test_an_edited_folder_is_picked_up(tmp_path):
+    root = folder(tmp_path, 3)
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}])
+    assert download(cfg).rows == {"manifest": 3, "shards": 3}
+    (root / "img000a.png").write_bytes(png_bytes(50))    # sorts between existing files
+    (root / "img000a.txt").write_text("a new picture")
+    out = download(cfg)
+    assert out.rows == {"manifest": 4, "shards": 4}
+    assert pl.read_parquet(Paths.of(cfg).manifest)["key"].to_list()[:2] == \
+        ["folder/pics/img000.png", "folder/pics/img000a.png"]
+
+
 def test_no_sources_gives_empty_but_valid_outputs(tmp_path):
     out = download(profile(tmp_path / "data", []))
     assert out.rows == {"manifest": 0, "shards": 0}

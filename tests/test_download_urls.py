@@ -78,13 +78,16 @@ def test_second_run_fetches_only_what_is_missing(tmp_path, server):
     write_list(tmp_path / "list.tsv", server.base)
     download(profile(tmp_path / "data", [source(tmp_path / "list.tsv")]))
     first = dict(server.hits)
-    # a new max_side redoes every chunk, but bodies and 4xx answers come from the byte cache
+    # a new max_side and a row added to the list redo every chunk, but bodies and 4xx answers
+    # come from the byte cache: only the new URL and the transient failures are fetched again
+    with open(tmp_path / "list.tsv", "a") as f:
+        f.write(f"{server.base}/good/5.png\tone more\n")
     out = download(profile(tmp_path / "data", [source(tmp_path / "list.tsv")], max_side=16))
     again = {p: n - first.get(p, 0) for p, n in server.hits.items() if n != first.get(p, 0)}
-    assert again == {"/slow.png": RETRIES + 1, "/always500.png": RETRIES + 1}
+    assert again == {"/slow.png": RETRIES + 1, "/always500.png": RETRIES + 1, "/good/5.png": 1}
     m = pl.read_parquet(tmp_path / "data/raw/manifest.parquet")
-    assert m.filter(pl.col("status") == "kept")["width"].to_list() == [16, 16, 16]
-    assert out.summary["kept"] == 3
+    assert m.filter(pl.col("status") == "kept")["width"].to_list() == [16, 16, 16, 16]
+    assert out.summary["kept"] == 4 and m.height == len(ROWS) + 1
 
 
 def test_too_large_and_redirect(tmp_path, server):

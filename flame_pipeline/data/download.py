@@ -35,14 +35,14 @@ from tqdm import tqdm
 from flame_pipeline.config import Profile, Source
 from flame_pipeline.data.images import PreparedImage, prepare_image
 from flame_pipeline.data.sample import RawSample
-from flame_pipeline.files import atomic_path, write_json, write_parquet
+from flame_pipeline.files import atomic_path, sha256_file, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
-WORK_FORMAT = 3
+WORK_FORMAT = 4
 
 SHARD_COLUMNS = {"key": "str", "image": "bytes"}
 MANIFEST_SCHEMA = {
@@ -100,10 +100,30 @@ def source_limits(cfg: Profile, src: Source) -> Limits:
     return Limits(max_side=side, max_pixels=d.max_pixels, min_side=d.min_side)
 
 
+def _stat(path: Path) -> list:
+    st = path.stat()
+    return [path.as_posix(), st.st_size, st.st_mtime_ns]
+
+
+def source_inputs(src: Source) -> list:
+    """The state of the files a user's source reads (a URL list, tars, a folder), so that an
+    edited input starts the source afresh; its bytes still come from the URL cache. Packaged
+    data (Debian files, the generator) is taken as fixed. Missing paths are left to the source
+    to report."""
+    if src.kind == "url_list" and Path(src.path).is_file():
+        return [sha256_file(src.path)]
+    if src.kind == "webdataset":
+        return [_stat(Path(p)) for p in src.paths if Path(p).is_file()]
+    if src.kind == "folder" and Path(src.path).is_dir():
+        return [_stat(p) for p in sorted(Path(src.path).rglob("*")) if p.is_file()]
+    return []
+
+
 def source_fingerprint(cfg: Profile, src: Source) -> str:
     """What a source's finished chunks depend on; a change starts that source afresh."""
     blob = {"format": WORK_FORMAT, "source": src.model_dump(mode="json"), "seed": cfg.seed,
-            "limits": source_limits(cfg, src).__dict__, "chunk_size": cfg.download.chunk_size}
+            "limits": source_limits(cfg, src).__dict__, "chunk_size": cfg.download.chunk_size,
+            "inputs": source_inputs(src)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
