@@ -77,7 +77,8 @@ def test_rerun_skips_finished_chunks_and_ends_identical(tmp_path):
         p = work / name
         p.unlink() if p.is_file() else shutil.rmtree(p)
     (tmp_path / "data/raw/manifest.parquet").unlink()
-    for half_written in (work / ".chunk-000003.abc.tmp", tmp_path / "data/raw/.shards.xyz.tmp"):
+    dead_pid = 2**22 + 1                     # above Linux's pid_max: no such process
+    for half_written in (work / f".chunk-000003.{dead_pid}.abc.tmp", tmp_path / f"data/raw/.shards.{dead_pid}.x.tmp"):
         (half_written / "junk").mkdir(parents=True)
     out = download(cfg)
     assert not list(work.glob(".*.tmp")) and not list((tmp_path / "data/raw").glob(".*.tmp"))

@@ -223,7 +223,6 @@ def _download_source(cfg: Profile, src: Source, index: int, work: Path, keys: _K
     label = f"source #{index} ({src.kind})"
     fp_dir = work / "sources" / f"{src.kind}-{source_fingerprint(cfg, src)}"
     fp_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(fp_dir)
     complete = fp_dir / "complete.json"
     size = cfg.download.chunk_size
     done = 0
@@ -245,12 +244,6 @@ def _download_source(cfg: Profile, src: Source, index: int, work: Path, keys: _K
             done += 1
     write_json(complete, {"rows": n_rows, "chunks": done})
     return [fp_dir / _chunk_name(i) for i in range(done)]
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Temporary dirs of ``atomic_path`` left by a killed run (this process holds the lock)."""
-    for stale in folder.glob(".*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -306,7 +299,6 @@ def download(cfg: Profile) -> StageOutput:
     """Run every configured source; write ``raw/shards/`` and ``raw/manifest.parquet``."""
     paths = Paths.of(cfg)
     with _exclusive(paths.download_work):
-        _remove_stale_temps(paths.raw)
         keys = _Keys()
         chunks: list[Path] = []
         for i, src in enumerate(cfg.download.sources):
