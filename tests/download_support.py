@@ -55,6 +55,7 @@ class ImageServer:
 
     def __init__(self, slow_s: float = 1.0):
         self.hits: collections.Counter[str] = collections.Counter()
+        self.times: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
         self.slow_s = slow_s
         server = self
 
@@ -66,6 +67,7 @@ class ImageServer:
                 path, _, query = self.path.partition("?")
                 with server.lock:
                     server.hits[path] += 1
+                    server.times[path].append(time.monotonic())
                     n_hits = server.hits[path]
                 params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                 if "delay" in params:

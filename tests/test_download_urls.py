@@ -90,7 +90,17 @@ def test_second_run_fetches_only_what_is_missing(tmp_path, server):
     assert out.summary["kept"] == 4 and m.height == len(ROWS) + 1
 
 
-def test_too_large_and_redirect(tmp_path, server):
+def test_backoff_doubles_between_retries(tmp_path, server):
+    src = UrlListSource(path="unused", retries=3, backoff_s=0.05, timeout_s=2.0)
+    with Fetcher(src, tmp_path / "cache") as f:
+        assert f.fetch(server.base + "/always500.png").reason == "http 500"
+    t = server.times["/always500.png"]
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    assert len(gaps) == 3 and all(g >= 0.05 * 2**i for i, g in enumerate(gaps))
+    assert not list((tmp_path / "cache").rglob("*.json"))     # a 5xx is not cached as final
+
+
+def test_too_large_and_invalid_urls(tmp_path, server):
     src = UrlListSource(path="unused", max_bytes=100, timeout_s=1.0, retries=0)
     with Fetcher(src, tmp_path / "cache") as f:
         assert f.fetch(server.base + "/good/1.png").reason == "too large"
