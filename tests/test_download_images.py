@@ -57,6 +57,14 @@ def test_small_image_is_not_upscaled_and_grey_becomes_rgb():
     assert r.tobytes() == g.tobytes() == b.tobytes()
 
 
+def test_16_bit_grey_is_scaled_not_clipped():
+    im = Image.frombytes("I;16", (256, 16), b"".join((v * 257).to_bytes(2, "little") for v in range(256)) * 16)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    out = decode(prepare_image(buf.getvalue(), max_side=256, max_pixels=10**6).png)
+    assert [out.getpixel((x, 0))[0] for x in (0, 64, 128, 255)] == [0, 64, 128, 255]
+
+
 def test_transparent_pixels_become_white():
     im = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
     im.paste((0, 0, 255, 255), (0, 0, 8, 16))

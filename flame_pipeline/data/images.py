@@ -51,6 +51,8 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
+    if im.mode == "I" or im.mode.startswith("I;16"):   # 16-bit grey: a plain convert would clip to white
+        im = im.convert("I").point(lambda v: v / 256).convert("L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
