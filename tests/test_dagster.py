@@ -335,7 +335,10 @@ def test_evaluate_checks(project):
     ev = run_checks(flame_vs_clip_recorded, retrieval_above_chance)
     assert ev["flame_vs_clip_recorded"].passed, ev["flame_vs_clip_recorded"].metadata
     assert ev["retrieval_above_chance"].passed, ev["retrieval_above_chance"].metadata
-    assert "| retrieval | i2t_R@5 | 60 | 25 |" in ev["retrieval_above_chance"].metadata["recalls"].value
+    # i2t: 20 texts for 10 images, 2 right each: chance R@1 = 10 %, R@5 = 1 - 15/20 * 14/19
+    i2t_chance = (10.0 + 100 * (1 - 15 / 20 * 14 / 19)) / 2
+    assert (f"| retrieval | i2t | 1,5 | 45 | {i2t_chance:.4g} |"
+            in ev["retrieval_above_chance"].metadata["recalls"].value)
 
     # a later run: t2i R@1 at chance (1 of 10 images = 10 %), CLIP missing one metric
     worse = [r if r[1] != "t2i_R@1" else ("retrieval", "t2i_R@1", 10.0) for r in flame]
@@ -345,12 +348,17 @@ def test_evaluate_checks(project):
     assert not ev["flame_vs_clip_recorded"].passed
     assert not ev["retrieval_above_chance"].passed
     assert ev["retrieval_above_chance"].severity == dg.AssetCheckSeverity.WARN
-    assert "retrieval t2i_R@1 = 10 <= chance 10" in ev["retrieval_above_chance"].metadata["problems"].value
+    assert ("retrieval t2i: mean R@K 10 <= chance 10"
+            in ev["retrieval_above_chance"].metadata["problems"].value)
 
 
-def test_chance_recall():
-    assert chance_recall(1, 100) == 1.0
+def test_chance_recall_matches_random_rankings():
+    assert chance_recall(1, 100) == pytest.approx(1.0)
     assert chance_recall(10, 5) == 100.0
+    rng = np.random.default_rng(0)
+    for k, gallery, relevant in ((1, 20, 2), (5, 20, 2), (3, 10, 3)):
+        hits = [(rng.permutation(gallery)[:k] < relevant).any() for _ in range(20000)]
+        assert chance_recall(k, gallery, relevant) == pytest.approx(100 * np.mean(hits), abs=1.0)
 
 
 # ------------------------------------------------------------------ schedule and sensor

@@ -84,7 +84,7 @@ def dagster_ui(tmp_path):
 
 
 def test_ui_shows_the_chain_and_materializes_the_tiny_profile(dagster_ui):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     url, project, home, log = dagster_ui
     assert "enabled: false" in (home / "dagster.yaml").read_text()  # telemetry off
@@ -93,10 +93,10 @@ def test_ui_shows_the_chain_and_materializes_the_tiny_profile(dagster_ui):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"{url}/asset-groups", wait_until="networkidle", timeout=120_000)
-            nodes = page.locator("svg foreignObject")
-            nodes.first.wait_for(timeout=60_000)
-            names = {t.strip() for t in nodes.all_inner_texts()}
-            assert set(STAGES) <= names, names  # one graph node per stage
+            nodes = page.locator("svg foreignObject")  # the graph's nodes
+            expect(nodes).to_have_count(len(STAGES), timeout=60_000)
+            names = {t.strip() for t in nodes.all_text_contents()}
+            assert names == set(STAGES), names  # one graph node per stage
             assert page.locator("svg path").count() >= len(STAGES)  # the edges between them
 
             page.get_by_role("button", name="Materialize all").click()
