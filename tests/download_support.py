@@ -50,7 +50,7 @@ class ImageServer:
     /flaky.png     500 on the first request, then a PNG  /always500.png  500
     /slow.png      waits ``slow_s`` before answering     /empty.png  200 with no body
     /truncated.png half a PNG                            /text.png   text, not an image
-    /bomb.png      a decompression bomb
+    /bomb.png      a decompression bomb                  /badgzip.png  claims gzip, is not
     """
 
     def __init__(self, slow_s: float = 1.0):
@@ -75,6 +75,8 @@ class ImageServer:
                 status, body = server.answer(path, n_hits)
                 self.send_response(status)
                 self.send_header("Content-Type", "image/png")
+                if path == "/badgzip.png":
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
@@ -105,6 +107,8 @@ class ImageServer:
             return 200, good[: len(good) // 2]
         if path == "/text.png":
             return 200, b"hello, this is not an image\n"
+        if path == "/badgzip.png":
+            return 200, b"this is not gzip data at all"
         if path == "/bomb.png":
             return 200, bomb_png()
         return 404, b"not found"

@@ -104,6 +104,7 @@ def test_too_large_and_invalid_urls(tmp_path, server):
     src = UrlListSource(path="unused", max_bytes=100, timeout_s=1.0, retries=0)
     with Fetcher(src, tmp_path / "cache") as f:
         assert f.fetch(server.base + "/good/1.png").reason == "too large"
+        assert f.fetch(server.base + "/badgzip.png").reason == "corrupt response"
         assert f.fetch("http://[not a host").reason == "invalid url"
         assert f.fetch(b"http://\xff").reason == "invalid url"
         assert f.fetch("https:///nohost.png").reason == "invalid url"

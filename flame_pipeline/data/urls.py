@@ -159,6 +159,8 @@ class Fetcher:
                 return Fetched(None, "too many redirects"), False
             except (httpx.InvalidURL, httpx.UnsupportedProtocol):
                 return Fetched(None, "invalid url"), True
+            except httpx.DecodingError:              # e.g. a body that is not the gzip it claims
+                return Fetched(None, "corrupt response"), False
             except httpx.TransportError:
                 reason = "connection error"
         return Fetched(None, reason), False
