@@ -86,7 +86,6 @@ def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
 class Fetched:
     data: bytes | None
     reason: str | None       # None when data holds the body
-    from_cache: bool = False
 
 
 class Fetcher:
@@ -131,9 +130,9 @@ class Fetcher:
         body_path, fail_path = self._cache_paths(url)
         if body_path.exists():
             data = body_path.read_bytes()
-            return Fetched(None, "too large", True) if len(data) > self.src.max_bytes else Fetched(data, None, True)
+            return Fetched(None, "too large") if len(data) > self.src.max_bytes else Fetched(data, None)
         if fail_path.exists():
-            return Fetched(None, json.loads(fail_path.read_text())["reason"], True)
+            return Fetched(None, json.loads(fail_path.read_text())["reason"])
         result, permanent = self._fetch_with_retries(url)
         if result.data is not None:
             with atomic_path(body_path) as tmp:
