@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import re
 import struct
 import xml.etree.ElementTree as ET
