@@ -51,12 +51,15 @@ class ImageServer:
     /slow.png      waits ``slow_s`` before answering     /empty.png  200 with no body
     /truncated.png half a PNG                            /text.png   text, not an image
     /bomb.png      a decompression bomb                  /badgzip.png  claims gzip, is not
+    /moved.png     302 to /good/8.png   /to-ftp.png  302 to an ftp URL   /loop.png  302 to itself
     """
 
     def __init__(self, slow_s: float = 1.0):
         self.hits: collections.Counter[str] = collections.Counter()
         self.times: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
         self.slow_s = slow_s
+        self.redirects = {"/moved.png": "/good/8.png", "/to-ftp.png": "ftp://127.0.0.1/x.png",
+                          "/loop.png": "/loop.png"}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +80,8 @@ class ImageServer:
                 self.send_header("Content-Type", "image/png")
                 if path == "/badgzip.png":
                     self.send_header("Content-Encoding", "gzip")
+                if path in server.redirects:
+                    self.send_header("Location", server.redirects[path])
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
@@ -109,6 +114,8 @@ class ImageServer:
             return 200, b"hello, this is not an image\n"
         if path == "/badgzip.png":
             return 200, b"this is not gzip data at all"
+        if path in self.redirects:
+            return 302, b""
         if path == "/bomb.png":
             return 200, bomb_png()
         return 404, b"not found"

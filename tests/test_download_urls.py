@@ -100,11 +100,15 @@ def test_backoff_doubles_between_retries(tmp_path, server):
     assert not list((tmp_path / "cache").rglob("*.json"))     # a 5xx is not cached as final
 
 
-def test_too_large_and_invalid_urls(tmp_path, server):
+def test_too_large_invalid_urls_and_redirects(tmp_path, server):
     src = UrlListSource(path="unused", max_bytes=100, timeout_s=1.0, retries=0)
     with Fetcher(src, tmp_path / "cache") as f:
         assert f.fetch(server.base + "/good/1.png").reason == "too large"
         assert f.fetch(server.base + "/badgzip.png").reason == "corrupt response"
+    with Fetcher(UrlListSource(path="unused", retries=0), tmp_path / "cache2") as f:
+        assert f.fetch(server.base + "/moved.png").data == png_bytes(8)
+        assert f.fetch(server.base + "/to-ftp.png").reason == "unsupported url scheme"
+        assert f.fetch(server.base + "/loop.png").reason == "too many redirects"
         assert f.fetch("http://[not a host").reason == "invalid url"
         assert f.fetch(b"http://\xff").reason == "invalid url"
         assert f.fetch("https:///nohost.png").reason == "invalid url"

@@ -156,7 +156,9 @@ class Fetcher:
                 reason = str(err)
             except httpx.TooManyRedirects:
                 return Fetched(None, "too many redirects"), False
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            except httpx.UnsupportedProtocol:        # a redirect to ftp:, file:, ...
+                return Fetched(None, "unsupported url scheme"), True
+            except httpx.InvalidURL:
                 return Fetched(None, "invalid url"), True
             except httpx.DecodingError:              # e.g. a body that is not the gzip it claims
                 return Fetched(None, "corrupt response"), False
