@@ -39,11 +39,12 @@ def tiny_profile(root: Path, overrides: dict | None = None, profile: str = "tiny
 def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, classes: int = 4,
               image_size: int = 32, seed: int = 0, no_image: tuple[str, ...] = (),
               no_embedding: tuple[str, ...] = (), overrides: dict | None = None,
-              profile: str = "tiny") -> Profile:
+              profile: str = "tiny", shard_bytes: int = 1 << 26) -> Profile:
     """Write the fixture under ``root`` and return the profile (tiny by default) pointing at it.
 
     Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
-    raw or embed shards (their caption rows stay), the shape of a shard missing a sample.
+    raw or embed shards (their caption rows stay), the shape of a shard missing a sample;
+    ``shard_bytes`` caps the size of one shard file.
     """
     cfg = tiny_profile(root, overrides, profile)
     paths = Paths.of(cfg)
@@ -57,7 +58,7 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
 
     raw_rows = [{"key": k, "image": png(colours[c], image_size, rng)}
                 for k, c in zip(keys, labels) if k not in no_image]
-    write_shards(paths.raw_shards, {"key": "str", "image": "bytes"}, raw_rows)
+    write_shards(paths.raw_shards, {"key": "str", "image": "bytes"}, raw_rows, size_limit=shard_bytes)
 
     emb_rows = []
     for k, c, long in zip(keys, labels, has_long):
@@ -69,7 +70,7 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
         emb[valid == 0] = 0.0
         emb_rows.append({"key": k, "emb": emb.astype(np.float16), "valid": valid})
     write_shards(paths.embed_shards, {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
-                 emb_rows)
+                 emb_rows, size_limit=shard_bytes)
     paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "layer": cfg.embed.layer,
                                             "dim": dim, "names": NAMES}))
 

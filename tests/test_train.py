@@ -55,6 +55,25 @@ def test_train_writes_model_curve_and_skips_missing_samples(tmp_path):
         assert torch.allclose(vit(pixel_values=x).last_hidden_state[:, 1:], model.patch_features(x))
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_lost_shard_file_skips_its_samples_with_the_reason(tmp_path, damage):
+    cfg = make_data(tmp_path, shard_bytes=20_000)
+    shards = sorted((tmp_path / "raw" / "shards").glob("shard.*.mds"))
+    assert len(shards) >= 3
+    size = shards[1].stat().st_size
+    if damage == "missing":
+        shards[1].unlink()
+    else:
+        shards[1].write_bytes(shards[1].read_bytes()[: size // 2])
+    out = train(cfg)
+    skipped = pl.read_parquet(tmp_path / "models" / "flame" / "skipped.parquet")
+    assert 0 < out.rows["skipped"] == len(skipped) < 24 and out.rows["train_samples"] == 24 - len(skipped)
+    problem = ("is missing" if damage == "missing"
+               else f"has {size // 2} bytes, index.json says {size}")
+    assert set(skipped["reason"]) == {f"no image in the raw shards (unreadable shards: "
+                                      f"{shards[1].name} {problem} ({len(skipped)} rows))"}
+
+
 CHILD = textwrap.dedent("""
     import os, signal, sys
     import torch

@@ -146,7 +146,7 @@ def clip_recipe(cfg: Profile) -> Recipe:
     data = TrainSamples(cfg, texts)
     model = CLIPModel(clip_config(cfg, texts.eot))
     if cfg.vision.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable({"use_reentrant": False})
 
     def loss(wrapped: nn.Module, bare: CLIPModel, batch: dict) -> torch.Tensor:
         out = wrapped(**trim(batch), pixel_values=batch["pixels"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -60,6 +61,33 @@ def _image_problem(png: bytes) -> str | None:
     return None
 
 
+def readable_rows(dataset, shards_dir: Path, errors: list[str]) -> Iterator[tuple[int, dict]]:
+    """Every row of the StreamingDataset over ``shards_dir`` whose shard file is there with the
+    size its ``index.json`` records; each other shard is described in ``errors`` and its rows
+    are never touched (streaming waits forever on a second read of a shard it failed to find)."""
+    index = json.loads((shards_dir / "index.json").read_text())
+    start = 0
+    for shard in index["shards"]:
+        raw, n = shard["raw_data"], shard["samples"]
+        path = shards_dir / raw["basename"]
+        zipped = shard.get("zip_data") and (shards_dir / shard["zip_data"]["basename"]).is_file()
+        if not path.is_file() and not zipped:
+            errors.append(f"{raw['basename']} is missing ({n} rows)")
+        elif path.is_file() and path.stat().st_size != raw["bytes"]:
+            errors.append(f"{raw['basename']} has {path.stat().st_size} bytes, index.json says "
+                          f"{raw['bytes']} ({n} rows)")
+        else:
+            for i in range(start, start + n):
+                yield i, dataset.get_item(i)
+        start += n
+
+
+def missing_reason(what: str, errors: list[str]) -> str:
+    if not errors:
+        return f"no {what}"
+    return f"no {what} (unreadable shards: {'; '.join(errors)[:200]})"
+
+
 class TextSource(Protocol):
     """Where a sample's texts come from: stored embeddings (FLAME) or captions (CLIP)."""
 
@@ -93,8 +121,8 @@ class StoredEmbeddings:
         self.shards = open_shards(paths.embed_shards)
         self.index: dict[str, int] = {}
         self.problems: dict[str, str] = {}
-        for i in range(self.shards.num_samples):
-            row = self.shards.get_item(i)
+        self.errors: list[str] = []
+        for i, row in readable_rows(self.shards, paths.embed_shards, self.errors):
             self.index[row["key"]] = i
             emb, valid = row["emb"], row["valid"]
             if emb.shape != (self.n_texts, self.dim) or valid.shape != (self.n_texts,):
@@ -107,7 +135,7 @@ class StoredEmbeddings:
 
     def problem(self, key: str) -> str | None:
         if key not in self.index:
-            return "no embeddings in the embed shards"
+            return missing_reason("embeddings in the embed shards", self.errors)
         return self.problems.get(key)
 
     def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -137,8 +165,8 @@ class TrainSamples(Dataset):
         image_problems: dict[str, str] = {}
         keys = train_keys(paths)
         wanted = set(keys)
-        for i in range(self.images.num_samples):
-            row = self.images.get_item(i)
+        errors: list[str] = []
+        for i, row in readable_rows(self.images, paths.raw_shards, errors):
             if row["key"] in wanted:
                 image_index[row["key"]] = i
                 if (why := _image_problem(row["image"])) is not None:
@@ -147,7 +175,7 @@ class TrainSamples(Dataset):
         self.image_rows: list[int] = []
         self.skipped: list[tuple[str, str]] = []
         for key in keys:
-            why = ("no image in the raw shards" if key not in image_index
+            why = (missing_reason("image in the raw shards", errors) if key not in image_index
                    else image_problems.get(key) or texts.problem(key))
             if why is None:
                 self.keys.append(key)

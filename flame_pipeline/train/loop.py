@@ -10,6 +10,7 @@ state can be saved, and the curve files.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections import Counter
@@ -155,7 +156,7 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = recipe.loss(wrapped, model, batch)
             value = _mean_over_ranks(loss)
-            if not torch.isfinite(torch.tensor(value)):
+            if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"{recipe.kind}: loss is {value} at step {step + 1}; stopped. The last good "
                     f"checkpoint ({'step ' + str(last_good) if last_good else 'none yet'}) is kept "

@@ -35,7 +35,7 @@ class FlameModel(nn.Module):
         self.d_llm = d_llm
         self.vit = ViTModel(vit_config(vision), add_pooling_layer=False)
         if vision.gradient_checkpointing:
-            self.vit.gradient_checkpointing_enable()
+            self.vit.gradient_checkpointing_enable({"use_reentrant": False})
         self.projector = nn.Sequential(nn.Linear(vision.hidden_size, d_llm), nn.GELU(),
                                        nn.Linear(d_llm, d_llm), nn.LayerNorm(d_llm))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
