@@ -279,9 +279,12 @@ def _quiet_logging() -> Iterator[None]:
         logging.disable(before)
 
 
-def _merge(chunks: list[Path], paths: Paths) -> pl.DataFrame:
+def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
+    """Publish the chunks as ``raw/shards/`` and ``raw/manifest.parquet`` (rows checked first)."""
     manifest = pl.concat([pl.read_parquet(c / "manifest.parquet") for c in chunks]) if chunks \
         else pl.DataFrame(schema=MANIFEST_SCHEMA)
+    if manifest.height != input_rows:
+        raise RuntimeError(f"the chunks hold {manifest.height} manifest rows for {input_rows} input rows")
     with atomic_path(paths.raw_shards) as tmp:
         tmp.mkdir()
         for i, chunk in enumerate(chunks):
@@ -303,11 +306,9 @@ def download(cfg: Profile) -> StageOutput:
         chunks: list[Path] = []
         for i, src in enumerate(cfg.download.sources):
             chunks += _download_source(cfg, src, i, paths.download_work, keys)
-        manifest = _merge(chunks, paths)
+        manifest = _merge(chunks, paths, input_rows=len(keys.owner))
     kept = int((manifest["status"] == "kept").sum())
     rejected = manifest.height - kept
-    if manifest.height != len(keys.owner):
-        raise RuntimeError(f"manifest has {manifest.height} rows for {len(keys.owner)} input rows")
     reasons = collections.Counter(manifest.filter(pl.col("status") == "rejected")["reason"].to_list())
     per_source: dict[str, dict[str, int]] = {}
     for source, status, n in manifest.group_by("source", "status").len().sort("source", "status").iter_rows():
