@@ -51,7 +51,15 @@ def test_report_and_plots(chain):
     assert "| train | model |" in report and "| train_baseline | model |" in report
 
 
-def test_rerun_gives_the_same_numbers(chain):
+def test_rerun_resumes_with_the_same_numbers_and_a_change_recomputes(chain):
     cfg, first = chain
+    assert first.summary["resumed"] is False
     again = run_stage(cfg, "evaluate")
-    assert again.metrics == first.metrics
+    assert again.summary["resumed"] is True and again.metrics == first.metrics
+    # another setting: recomputed, and the plot it no longer makes is gone
+    other = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["retrieval"]})})
+    redo = run_stage(other, "evaluate")
+    assert redo.summary["resumed"] is False
+    assert {b.split("/")[0] for _, b, _, _ in redo.metrics} == {"retrieval"}
+    assert sorted(p.name for p in Paths.of(cfg).plots.glob("*.png")) == ["recall_at_k.png"]
+    assert [m for m in first.metrics if m[1].startswith("retrieval/")] == redo.metrics

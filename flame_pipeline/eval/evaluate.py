@@ -9,12 +9,16 @@ stores in DuckDB with the run and artifact hashes. ``write_report`` (``report.py
 Benchmark names: ``zeroshot/<source>/<task>``, ``retrieval/<source>``,
 ``long_retrieval/<source>``, ``long_retrieval_77/<source>`` (captions cut to
 ``eval.truncate_tokens`` tokens), ``multilingual/<source>/<language>``,
-``linear_probe/<source>/<task>``. Evaluation is a pure function of its inputs; a killed
-run is simply run again (each output is written atomically).
+``linear_probe/<source>/<task>``. Each output is written atomically, ``metrics.json`` last
+with a fingerprint of the inputs (content hashes), settings and evaluation code: a rerun
+with the same fingerprint returns the stored metrics without recomputing, any other reruns
+everything.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -31,7 +35,7 @@ from flame_pipeline.eval.probe import linear_probe
 from flame_pipeline.eval.report import write_report
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
-from flame_pipeline.files import write_json
+from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.vision.preprocess import decode
@@ -188,10 +192,52 @@ def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode
     return grids
 
 
+def fingerprint(cfg: Profile) -> dict:
+    """What the results depend on: the inputs' content hashes, the settings, the eval code.
+
+    Images enter through the manifest (it holds every image's sha256), so the raw shards,
+    which can be large, are not hashed again.
+    """
+    paths = Paths.of(cfg)
+    inputs = {"captions": paths.captions, "manifest": paths.manifest, "flame": paths.flame_model,
+              "clip": paths.clip_model, "embed_meta": paths.embed_meta}
+    code = Path(__file__).parent
+    return {"inputs": {k: sha256_tree(p) if p.exists() else None for k, p in sorted(inputs.items())},
+            "settings": {"eval": cfg.eval.model_dump(mode="json"),
+                         "embed": cfg.embed.model_dump(mode="json"),
+                         "image_size": cfg.vision.image_size},
+            "code": sha256_text("".join(sha256_file(f) for f in sorted(code.glob("*.py"))))}
+
+
+def _output(paths: Paths, doc: dict, resumed: bool) -> StageOutput:
+    results = doc["models"]
+    metrics = [(m, b, k, float(v)) for m, r in sorted(results.items()) for b, ms in sorted(r.items())
+               for k, v in sorted(ms.items())]
+    return StageOutput(artifacts={"metrics": paths.metrics, "plots": paths.plots},
+                       rows={"metrics": len(metrics)},
+                       summary={"benchmarks": len({b for _, b, _, _ in metrics}),
+                                "plots": doc["plots"], "skipped": doc["skipped"], "resumed": resumed},
+                       metrics=metrics)
+
+
+def _finished(paths: Paths, fp: dict) -> dict | None:
+    """The previous run's metrics document when it is complete and made from the same inputs."""
+    if not paths.metrics.is_file():
+        return None
+    doc = json.loads(paths.metrics.read_text())
+    if doc.get("fingerprint") != fp or not all((paths.plots / p).is_file() for p in doc["plots"]):
+        return None
+    return doc
+
+
 def evaluate(cfg: Profile) -> StageOutput:
     from flame_pipeline.text.llm import load_llm, load_tokenizer
 
     paths = Paths.of(cfg)
+    fp = fingerprint(cfg)
+    done = _finished(paths, fp)
+    if done is not None:
+        return _output(paths, done, resumed=True)
     test = load_rows(paths, ["test"])
     if test.is_empty():
         raise ValueError(f"{paths.captions} has no test rows to evaluate on")
@@ -228,14 +274,11 @@ def evaluate(cfg: Profile) -> StageOutput:
                                  lambda i: tokenizer.decode([i]), test, images,
                                  paths.plots / "interpretability.png")
         made.append(paths.plots / "interpretability.png")
+    for stale in set(paths.plots.glob("*.png")) - set(made):   # from a run with other settings
+        stale.unlink()
 
-    write_json(paths.metrics, {"models": results, "skipped": skipped, "token_maps": grids,
-                               "prompt_mode": cfg.eval.prompt_mode,
-                               "test_rows": test.height, "probe_train_rows": probe_train.height})
-    metrics = [(m, b, k, float(v)) for m, r in results.items() for b, ms in sorted(r.items())
-               for k, v in sorted(ms.items())]
-    return StageOutput(artifacts={"metrics": paths.metrics, "plots": paths.plots},
-                       rows={"metrics": len(metrics)},
-                       summary={"benchmarks": len({b for _, b, _, _ in metrics}),
-                                "plots": [p.name for p in made], "skipped": skipped},
-                       metrics=metrics)
+    doc = {"models": results, "skipped": skipped, "token_maps": grids,
+           "plots": sorted(p.name for p in made), "prompt_mode": cfg.eval.prompt_mode,
+           "test_rows": test.height, "probe_train_rows": probe_train.height, "fingerprint": fp}
+    write_json(paths.metrics, doc)   # last: its fingerprint marks the run complete
+    return _output(paths, doc, resumed=False)
