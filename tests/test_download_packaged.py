@@ -102,16 +102,25 @@ def test_openclipart_svg_metadata(tmp_path):
     (tmp_path / "svg/animals/tabby_cat_jane_doe_01.svg").write_text(
         '<svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/" '
         'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:cc="http://creativecommons.org/ns#">'
-        '<metadata><rdf:RDF><cc:Work><dc:title>Tabby  cat</dc:title>'
-        '<dc:description>A striped cat sitting.</dc:description>'
+        '<metadata><rdf:RDF><cc:Work>'
+        '<dc:creator><cc:Agent><dc:title>Jane Doe</dc:title></cc:Agent></dc:creator>'
+        '<dc:title>Tabby  cat</dc:title>'
+        '<dc:description>A striped &amp;quot;tabby&amp;quot; cat sitting.</dc:description>'
         '<dc:subject><rdf:Bag><rdf:li>cat</rdf:li><rdf:li>animal</rdf:li></rdf:Bag></dc:subject>'
         '</cc:Work></rdf:RDF></metadata></svg>')
     (tmp_path / "svg/animals/broken_01.svg").write_text("<svg><unclosed></svg>")
+    (tmp_path / "png/animals/dog_01.png").write_bytes(png_bytes(4))
+    (tmp_path / "svg/animals/dog_01.svg").write_text(
+        '<svg xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:cc="http://web.resource.org/cc/">'
+        '<metadata><cc:Work><dc:title>Dog</dc:title><dc:description>dog.</dc:description></cc:Work>'
+        '</metadata></svg>')
     rows = {r.key: r for r in iter_openclipart(OpenClipartSource(root=str(tmp_path), limit=10))}
     cat = rows["openclipart/animals/tabby_cat_jane_doe_01"]
-    assert (cat.caption, cat.long_caption) == ("Tabby cat", "A striped cat sitting. Keywords: cat, animal.")
+    assert (cat.caption, cat.long_caption) == ("Tabby cat", 'A striped "tabby" cat sitting. Keywords: cat, animal.')
     assert cat.labels == {"category": "animals"} and cat.reject_reason is None
     assert rows["openclipart/animals/broken_01"].reject_reason == "bad svg metadata"
+    dog = rows["openclipart/animals/dog_01"]
+    assert (dog.caption, dog.long_caption) == ("Dog", None)      # a description repeating the title adds nothing
     plain = rows["openclipart/plain_02"]
     assert (plain.caption, plain.long_caption, plain.labels) == ("plain", None, {})
     assert title_from_filename(Path("chemistry_flask_matthew__02.png")) == "chemistry flask matthew"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import re
 import struct
 import xml.etree.ElementTree as ET
@@ -177,21 +178,30 @@ def iter_emoji(src: EmojiSource, start: int = 0) -> Iterator[RawSample]:
 
 
 # ---------------------------------------------------------------- OpenClipart
-_NS = {"dc": "http://purl.org/dc/elements/1.1/", "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#"}
+_DC = "{http://purl.org/dc/elements/1.1/}"
+_RDF_LI = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"
 
 
 def _text(el: ET.Element | None) -> str:
-    return re.sub(r"\s+", " ", "".join(el.itertext())).strip() if el is not None else ""
+    # some files escape twice ("&amp;quot;"): undo the second layer too
+    return html.unescape(re.sub(r"\s+", " ", "".join(el.itertext())).strip()) if el is not None else ""
 
 
 def svg_metadata(path: Path) -> dict[str, str | list[str]]:
-    """Title, keywords and description from an OpenClipart SVG's Dublin Core metadata."""
-    root = ET.parse(path).getroot()
-    return {
-        "title": _text(root.find(".//dc:title", _NS)),
-        "description": _text(root.find(".//dc:description", _NS)),
-        "keywords": [t for t in (_text(li) for li in root.findall(".//dc:subject//rdf:li", _NS)) if t],
-    }
+    """Title, keywords and description of the work (not of its creator or publisher) from an
+    OpenClipart SVG's RDF metadata; parsing stops at the end of ``<metadata>``."""
+    work = None
+    for _, el in ET.iterparse(path, events=("end",)):
+        if el.tag.endswith("}Work") and work is None:
+            work = el
+        if el.tag.endswith("}metadata"):
+            break
+    if work is None:
+        return {"title": "", "description": "", "keywords": []}
+    subject = work.find(f"{_DC}subject")
+    keywords = [_text(li) for li in subject.iter(_RDF_LI)] if subject is not None else []
+    return {"title": _text(work.find(f"{_DC}title")), "description": _text(work.find(f"{_DC}description")),
+            "keywords": [k for k in keywords if k]}
 
 
 def title_from_filename(path: Path) -> str:
@@ -216,7 +226,8 @@ def iter_openclipart(src: OpenClipartSource, start: int = 0) -> Iterator[RawSamp
             except ET.ParseError:
                 reason = "bad svg metadata"
         title = meta["title"] or title_from_filename(path)
-        details = [meta["description"]] if meta["description"] else []
+        same = meta["description"].casefold().rstrip(".") == title.casefold().rstrip(".")
+        details = [meta["description"]] if meta["description"] and not same else []
         if meta["keywords"]:
             details.append("Keywords: " + ", ".join(meta["keywords"]) + ".")
         key = f"openclipart/{rel.as_posix()}"
