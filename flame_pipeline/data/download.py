@@ -108,14 +108,16 @@ def _stat(path: Path) -> list:
 def source_inputs(src: Source) -> list:
     """The state of the files a user's source reads (a URL list, tars, a folder), so that an
     edited input starts the source afresh; its bytes still come from the URL cache. Packaged
-    data (Debian files, the generator) is taken as fixed. Missing paths are left to the source
-    to report."""
+    data (Debian files, the generator) is taken as fixed, except whether OpenClipart's SVG
+    metadata is installed. Missing paths are left to the source to report."""
     if src.kind == "url_list" and Path(src.path).is_file():
         return [sha256_file(src.path)]
     if src.kind == "webdataset":
         return [_stat(Path(p)) for p in src.paths if Path(p).is_file()]
     if src.kind == "folder" and Path(src.path).is_dir():
         return [_stat(p) for p in sorted(Path(src.path).rglob("*")) if p.is_file()]
+    if src.kind == "openclipart":     # captions come from the SVG metadata once it is installed
+        return [(Path(src.root) / "svg").is_dir()]
     return []
 
 
