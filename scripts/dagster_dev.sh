@@ -6,6 +6,7 @@
 # Runs write their data relative to the project root (data/<profile>/), as `flame` and `dvc repro` do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x .venv/bin/dagster ] || { echo "dagster_dev: .venv/bin/dagster not found; run: bash scripts/setup.sh" >&2; exit 1; }
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
