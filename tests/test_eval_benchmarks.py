@@ -105,3 +105,20 @@ def test_token_map_takes_the_top_token_not_a_lower_rank():
     assert top_token_ids(pool_grid(tokens, 2), vocab).tolist() == [[3, 3], [2, 2]]
     names = ["a", "b", "c", "d", "e", "f"]
     assert token_map(tokens, vocab, 2, lambda i: " " + names[i]) == [["d", "d"], ["c", "c"]]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_output_embedding_only_from_a_tied_head(tied):
+    from transformers import LlamaConfig, LlamaModel
+
+    from flame_pipeline.eval.interpret import output_embedding
+
+    torch.manual_seed(0)
+    llm = LlamaModel(LlamaConfig(vocab_size=12, hidden_size=8, intermediate_size=16,
+                                 num_hidden_layers=1, num_attention_heads=2,
+                                 tie_word_embeddings=tied))
+    if tied:
+        torch.testing.assert_close(output_embedding(llm), llm.embed_tokens.weight.detach())
+    else:
+        with pytest.raises(ValueError, match="not tied"):
+            output_embedding(llm)

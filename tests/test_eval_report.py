@@ -44,12 +44,14 @@ def test_report_puts_models_side_by_side_from_duckdb(cfg):
     assert f"`{run_id}`" in report
     lines = report.splitlines()
     head = lines.index("## Image-text retrieval")
-    table = lines[head + 4: head + 8]
+    table = lines[head + 4: head + 9]
     assert table[0] == "| model | scenes I2T R@1 | scenes T2I R@1 |"
     assert table[2] == "| CLIP (text tower from scratch) | 12.2 | 10.0 |"
     assert table[3] == "| FLAME (frozen LLM) | 42.5 | 40.0 |"
+    assert table[4] == "| *FLAME − CLIP* | +30.2 | +30.0 |"
     assert "| FLAME (frozen LLM) | 30.0 |" in report
     assert "| CLIP (text tower from scratch) | – |" in report     # zero-shot missing for CLIP
+    assert "| *FLAME − CLIP* | – |" in report
     assert "| retrieval/scenes | 16 | 15 |" in report
     assert "99.0" not in report and "| 1.0 |" not in report       # failed and older runs ignored
     assert "Long-caption" not in report                             # no rows, no section

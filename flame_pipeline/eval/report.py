@@ -88,6 +88,12 @@ def family_table(metrics: pl.DataFrame, family: str, shown: Sequence[str]) -> st
     for model in models:
         cells = [_cell(lookup.get((model, b, m))) for b, m in columns]
         lines.append(f"| {MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
+    if {"flame", "clip"} <= present:
+        deltas = []
+        for b, m in columns:
+            f, c = lookup.get(("flame", b, m)), lookup.get(("clip", b, m))
+            deltas.append("–" if f is None or c is None else f"{f - c:+.1f}")
+        lines.append("| *FLAME − CLIP* | " + " | ".join(deltas) + " |")
     return "\n".join(lines)
 
 
