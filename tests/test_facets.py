@@ -18,15 +18,15 @@ CAPTIONS = ["a red square",
 SETS = ["single", "short", "long"]
 
 
-def load(llm: str):
-    cfg = load_profile("tiny", PARAMS, overrides={"embed.llm": llm, "embed.dtype": "fp32"}).embed
+def load(llm: str, dtype: str = "fp32"):
+    cfg = load_profile("tiny", PARAMS, overrides={"embed.llm": llm, "embed.dtype": dtype}).embed
     model, tok = load_llm(cfg)
     return cfg, model, PromptBuilder(tok, cfg.prompt_sets, cfg.max_tokens)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load("tiny-random")
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def tiny(request):
+    return load("tiny-random", request.param)
 
 
 def alone(model, row: PromptTokens, k: int, layer: int) -> torch.Tensor:
@@ -85,7 +85,7 @@ def test_position_reset_is_what_makes_it_equal(tiny):
     with torch.inference_mode():
         out = model(input_ids=b.input_ids, position_ids=torch.arange(b.input_ids.shape[1])[None],
                     attention_mask=facets.attention_mask(model, b, b.input_ids.device,
-                                                         torch.float32),
+                                                         model.dtype),
                     output_hidden_states=True)
     wrong = out.hidden_states[cfg.layer][0, b.last[0, 2]]
     assert cos(wrong, alone(model, row, 2, cfg.layer)) < 0.9999
@@ -141,8 +141,9 @@ def test_sliding_window_layers_get_the_window_in_position_space():
 
 
 @pytest.mark.slow
-def test_one_pass_equals_each_facet_alone_smollm2():
-    cfg, model, builder = load("smollm2-135m")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_one_pass_equals_each_facet_alone_smollm2(dtype):
+    cfg, model, builder = load("smollm2-135m", dtype)
     check_equality(cfg, model, builder)
     target = builder.build(prepare_caption(CAPTIONS[1]), "short")
     mates = [builder.build(prepare_caption("a dot"), "short"), target,

@@ -36,7 +36,8 @@ SPLITS = ["train", "train", "train", "train", "test", "test", "test"]
 
 
 def profile(tmp_path, **over):
-    over = {"data_dir": str(tmp_path), "embed.batch_size": 2, **over}
+    # data_dir one level down: the embed cache sits beside the data dir, so each test owns one
+    over = {"data_dir": str(tmp_path / "data"), "embed.batch_size": 2, **over}
     return load_profile("tiny", PARAMS, overrides=over)
 
 
@@ -109,7 +110,7 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     cache = Paths.of(cfg).embed_cache
     script = ("from flame_pipeline.config import load_profile; "
               "from flame_pipeline.text.precompute import embed; "
-              f"embed(load_profile('tiny', {str(PARAMS)!r}, overrides={{'data_dir': {str(tmp_path)!r},"
+              f"embed(load_profile('tiny', {str(PARAMS)!r}, overrides={{'data_dir': {cfg.data_dir!r},"
               " 'embed.batch_size': 1}))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,7 +162,7 @@ def test_too_long_caption_is_truncated_and_flagged_never_the_prompt(tmp_path):
         h = model(input_ids=torch.tensor([built.prefix + built.facets[0]]),
                   output_hidden_states=True).hidden_states[cfg.embed.layer][0, -1]
     stored = list(iter_shards(Paths.of(cfg).embed_shards))[-1]["emb"][0].astype(np.float32)
-    assert float(stored @ torch.nn.functional.normalize(h, dim=0).numpy()) >= 0.999
+    assert float(stored @ torch.nn.functional.normalize(h.float(), dim=0).numpy()) >= 0.999
 
 
 def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
