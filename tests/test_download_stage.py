@@ -120,6 +120,19 @@ def test_a_second_download_on_the_same_data_dir_is_refused(tmp_path):
     assert download(cfg).rows == {"manifest": 2, "shards": 2}
 
 
+def test_scene_generator_resumes_mid_source(tmp_path):
+    src = [{"kind": "scenes", "n_train": 7, "n_test": 2, "image_size": 32}]
+    cfg = profile(tmp_path / "a", src, chunk_size=3)
+    clean = download(cfg)
+    work = next((tmp_path / "a/raw/work/sources").iterdir())
+    shutil.rmtree(work / "chunk-000002")
+    (work / "complete.json").unlink()
+    (tmp_path / "a/raw/manifest.parquet").unlink()
+    assert download(cfg).rows == clean.rows
+    download(profile(tmp_path / "b", src, chunk_size=3))
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+
+
 CHILD = """
 import json, sys
 from flame_pipeline.config import load_profile
