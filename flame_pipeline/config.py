@@ -38,7 +38,7 @@ class EmojiSource(Section):
     kind: Literal["emoji"] = "emoji"
     limit: int = Field(1000, ge=0)          # emoji drawn; each gives one row per language
     image_size: int = Field(64, ge=16)
-    languages: list[str] = ["en", "de", "fr", "es"]
+    languages: list[str] = Field(["en", "de", "fr", "es"], min_length=1)
     test_fraction: float = Field(0.2, ge=0.0, le=1.0)
     font: str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
