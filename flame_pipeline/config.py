@@ -123,7 +123,9 @@ class EmbedConfig(Section):
     # which prompt set embeds which caption field; order = stored embedding order
     plan: list[tuple[Literal["caption", "long_caption"], str]] = [
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
-    postprocess: Literal["none", "center", "whiten"] = "none"
+    # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
+    # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
+    postprocess: Literal["none", "center"] = "center"
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
 
 
