@@ -165,6 +165,13 @@ def test_too_long_caption_is_truncated_and_flagged_never_the_prompt(tmp_path):
     assert float(stored @ torch.nn.functional.normalize(h.float(), dim=0).numpy()) >= 0.999
 
 
+def test_max_tokens_beyond_the_model_context_is_a_clear_error(tmp_path):
+    cfg = profile(tmp_path, **{"embed.max_tokens": 4000})      # tiny-random: 2048 positions
+    write_captions(cfg)
+    with pytest.raises(ValueError, match="context"):
+        precompute.embed(cfg)
+
+
 def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
     cfg = profile(tmp_path)
     with pytest.raises(FileNotFoundError, match="captions.parquet"):

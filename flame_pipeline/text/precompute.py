@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ CACHE_VERSION = 1
 COLUMNS = {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"}
 REQUIRED = ("key", "split", "caption", "long_caption")
 ROW_CHUNK = 4096   # rows assembled at a time when writing the outputs
+LOG_EVERY = 50     # forward batches between progress lines
 
 
 def embedding_names(embed_cfg: EmbedConfig) -> list[str]:
@@ -233,14 +235,18 @@ class TextEncoder:
         bs = self.cfg.batch_size
         for ps in sorted(by_set):
             items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
-            for start in range(0, len(items), bs):
+            start_time, tokens = time.perf_counter(), 0
+            for n, start in enumerate(range(0, len(items), bs), 1):
                 chunk = items[start:start + bs]
                 emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
                 self.forward_passes += 1
                 self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
                                [tok.truncated for _, tok in chunk])
                 self.computed += len(chunk)
-            log.info("embedded %d %r texts", len(items), ps)
+                tokens += sum(tok.n_tokens for _, tok in chunk)
+                if n % LOG_EVERY == 0 or start + bs >= len(items):
+                    log.info("embedded %d/%d %r texts, %.0f tokens/s", min(start + bs, len(items)),
+                             len(items), ps, tokens / (time.perf_counter() - start_time))
         return len(todo)
 
     def raw(self, units: list[tuple[str, str]]) -> tuple[list[np.ndarray], list[bool]]:
