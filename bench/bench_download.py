@@ -9,7 +9,7 @@ Two paths:
   (baseline, fresh byte cache) vs the whole stage (fresh data dir, so it fetches too).
 The ratio stage/baseline says what the stage adds on top of producing the rows. Each figure
 is the best of ``--repeat`` runs, baseline and stage interleaved.
-If the curation stage exists, its throughput on the scene run's manifest is printed too.
+The curation stage's throughput on the scene run's manifest is printed too.
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from flame_pipeline.config import UrlListSource, load_profile  # noqa: E402
+from flame_pipeline.data.curate import curate  # noqa: E402
 from flame_pipeline.data.download import download  # noqa: E402
+from flame_pipeline.data.scenes import generate_scenes  # noqa: E402
 from flame_pipeline.data.urls import iter_url_list  # noqa: E402
 
 
@@ -65,11 +67,6 @@ def line(name: str, n: int, base_s: float, stage_s: float) -> None:
 
 
 def bench_scenes(n: int, repeat: int, tmp: Path):
-    try:
-        from flame_pipeline.data.scenes import generate_scenes
-    except ImportError:
-        print("scenes: flame_pipeline.data.scenes not present; skipped")
-        return None
     src = {"kind": "scenes", "n_train": n, "n_test": 0, "image_size": 64}
     cfgs = [profile(tmp / f"scenes{i}", [src]) for i in range(repeat)]
     base_s, rows, stage_s, out = best_of(
@@ -132,11 +129,6 @@ def _wait_for(url: str, timeout_s: float = 30.0) -> None:
 
 
 def bench_curate(cfg) -> None:
-    try:
-        from flame_pipeline.data.curate import curate
-    except ImportError:
-        print("curate: flame_pipeline.data.curate not present; skipped")
-        return
     s, out = timed(lambda: curate(cfg))
     n = out.rows["captions"] + out.rows["dropped"]
     print(f"{'curation (scenes)':<22} {n:>6} rows  {n / s:9.1f} samples/s "
@@ -154,8 +146,7 @@ def main() -> None:
         tmp = Path(d)
         scenes_cfg = bench_scenes(args.scenes, args.repeat, tmp)
         bench_urls(args.urls, args.workers, args.repeat, tmp)
-        if scenes_cfg is not None:
-            bench_curate(scenes_cfg)
+        bench_curate(scenes_cfg)
 
 
 if __name__ == "__main__":
