@@ -147,7 +147,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         return loss * float("nan") if len(calls) == 5 else loss
 
     monkeypatch.setattr(loop, "sigmoid_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5.*step 3"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5; stopped without saving\. "
+                                               r"Kept: the checkpoint of step 3"):
         train(cfg)
     d = tmp_path / "models" / "flame"
     tensors, doc = read_state(d)

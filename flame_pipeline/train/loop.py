@@ -125,6 +125,34 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _diverged(recipe: Recipe, what: str, last_good: int | None) -> TrainingDiverged:
+    kept = f"the checkpoint of step {last_good}" if last_good else "no checkpoint yet"
+    return TrainingDiverged(f"{recipe.kind}: {what}; stopped without saving. Kept: {kept} in "
+                            f"{recipe.out_dir}")
+
+
+def _finish(recipe: Recipe, model: nn.Module, curve: list[dict]) -> None:
+    """The finished model's files (rank 0): weights, curve, plot, skipped samples."""
+    recipe.export(model, recipe.out_dir)
+    write_curve(recipe.out_dir, curve, f"{recipe.kind} training loss")
+    write_parquet(recipe.out_dir / "skipped.parquet",
+                  pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
+
+
+def _summary(recipe: Recipe, cfg: Profile, start: int, curve: list[dict], size: int) -> StageOutput:
+    speeds = sorted(c["images_per_s"] for c in curve[1:]) or [c["images_per_s"] for c in curve]
+    speed = speeds[len(speeds) // 2] if speeds else float("nan")
+    final = curve[-1]["loss"] if curve else float("nan")
+    reasons = Counter(reason.split(" (")[0] for _, reason in recipe.data.skipped)
+    return StageOutput(
+        artifacts={"model": recipe.out_dir},
+        rows={"train_samples": len(recipe.data), "skipped": len(recipe.data.skipped)},
+        summary={"steps": cfg.train.steps, "resumed_from": start, "final_loss": final,
+                 "images_per_s": speed, "skipped_reasons": dict(reasons), "world_size": size},
+        metrics=[(recipe.kind, "train", "final_loss", final),
+                 (recipe.kind, "train", "images_per_s", speed)])
+
+
 def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
     """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
     t = cfg.train
@@ -151,32 +179,24 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
                             pin_memory=device.type == "cuda")
         model.train()
         clock = time.perf_counter()
-        for step, batch in enumerate(loader, start=start):
+        for done, batch in enumerate(loader, start=start + 1):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = recipe.loss(wrapped, model, batch)
             value = _mean_over_ranks(loss)
             if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"{recipe.kind}: loss is {value} at step {step + 1}; stopped. The last good "
-                    f"checkpoint ({'step ' + str(last_good) if last_good else 'none yet'}) is kept "
-                    f"in {recipe.out_dir}")
+                raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
             lr = scheduler.get_last_lr()[0]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            done = step + 1
-            now = time.perf_counter()
             if done % t.log_every == 0 or done == t.steps:
                 curve.append({"step": done, "loss": value, "lr": lr,
-                              "images_per_s": t.batch_size / max(now - clock, 1e-9)})
+                              "images_per_s": t.batch_size / max(time.perf_counter() - clock, 1e-9)})
             if done % t.checkpoint_every == 0 or done == t.steps:
                 if not _all_finite(model):
-                    raise TrainingDiverged(
-                        f"{recipe.kind}: weights became non-finite by step {done}; stopped without "
-                        f"saving. The last good checkpoint ({last_good or 'none yet'}) is kept in "
-                        f"{recipe.out_dir}")
+                    raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
                 rng = _rng_states(device)
                 if rank == 0:
                     ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
@@ -186,22 +206,10 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
                 last_good = done
             clock = time.perf_counter()
         if rank == 0:
-            recipe.export(model, recipe.out_dir)
-            write_curve(recipe.out_dir, curve, f"{recipe.kind} training loss")
-            write_parquet(recipe.out_dir / "skipped.parquet",
-                          pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
+            _finish(recipe, model, curve)
         if size > 1:
             dist.barrier()
-    speeds = sorted(c["images_per_s"] for c in curve[1:]) or [c["images_per_s"] for c in curve]
-    final = curve[-1]["loss"] if curve else float("nan")
-    reasons = Counter(reason.split(":")[0] for _, reason in recipe.data.skipped)
-    return StageOutput(
-        artifacts={"model": recipe.out_dir},
-        rows={"train_samples": len(recipe.data), "skipped": len(recipe.data.skipped)},
-        summary={"steps": t.steps, "resumed_from": start, "final_loss": final,
-                 "images_per_s": speeds[len(speeds) // 2] if speeds else None,
-                 "skipped_reasons": dict(reasons), "world_size": size},
-        metrics=[(recipe.kind, "train", "final_loss", final)])
+    return _summary(recipe, cfg, start, curve, size)
 
 
 # ------------------------------------------------------------------ FLAME
