@@ -75,12 +75,14 @@ class UrlListSource(Section):
 class WebDatasetSource(Section):
     kind: Literal["webdataset"] = "webdataset"
     paths: list[str]
+    max_bytes: int = Field(20_000_000, ge=1)  # a larger member rejects its sample unread
     test_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class FolderSource(Section):
     kind: Literal["folder"] = "folder"
     path: str
+    max_bytes: int = Field(20_000_000, ge=1)  # a larger image or caption file is rejected unread
     test_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 

@@ -26,12 +26,13 @@ MEMBERS = [
     ("0006.png", png_bytes(6)),
     ("0007.png", png_bytes(7)), ("0007.json", b"{not json"),
     ("0008.png", "link"), ("0008.txt", b"a symlink"),
+    ("0009.png", png_bytes(9, (200, 200))), ("0009.txt", b"a member over max_bytes"),
 ]
 EXPECTED = [  # key, reason
     ("good/0001", None), ("0002", None), ("../evil", "unsafe tar member path"),
     ("/abs", "unsafe tar member path"), ("0003", "caption not utf-8"), ("0004", "empty caption"),
     ("0005", "missing image"), ("0006", "missing caption"), ("0007", "bad json"),
-    ("0008", "unsafe tar member type"),
+    ("0008", "unsafe tar member type"), ("0009", "too large"),
 ]
 
 
@@ -70,12 +71,12 @@ def test_unsafe_member_name():
 
 
 def test_webdataset_rows_and_reasons(tmp_path, shard):
-    out = download(profile(tmp_path / "data", [{"kind": "webdataset", "paths": [str(shard)]}],
-                           chunk_size=3))
+    out = download(profile(tmp_path / "data", [{"kind": "webdataset", "paths": [str(shard)],
+                                                 "max_bytes": 100_000}], chunk_size=3))
     m = pl.read_parquet(tmp_path / "data/raw/manifest.parquet")
     assert m["key"].to_list() == [f"webdataset/shard-000/{k}" for k, _ in EXPECTED]
     assert m["reason"].to_list() == [r for _, r in EXPECTED]
-    assert out.summary["kept"] == 2 and out.summary["rejected"] == 8
+    assert out.summary["kept"] == 2 and out.summary["rejected"] == 9
     assert m["caption"].to_list()[:2] == ["a good caption", "caption from json"]
     assert {r["key"] for r in iter_shards(tmp_path / "data/raw/shards")} == \
         {"webdataset/shard-000/good/0001", "webdataset/shard-000/0002"}
@@ -114,13 +115,16 @@ def test_folder_rows_and_reasons(tmp_path):
     (root / "e.txt").write_text("broken")
     (root / "f.png").write_bytes(png_bytes(4))
     (root / "f.txt").write_bytes(b"")                          # empty caption
+    (root / "g.png").write_bytes(png_bytes(5, (200, 200)))     # over max_bytes
+    (root / "g.txt").write_text("big")
     (root / "notes.md").write_text("not a sample")
-    out = download(profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}]))
+    out = download(profile(tmp_path / "data", [{"kind": "folder", "path": str(root), "max_bytes": 100_000}]))
     m = pl.read_parquet(tmp_path / "data/raw/manifest.parquet")
     assert list(zip(m["key"], m["reason"])) == [
         ("folder/pics/a.png", None), ("folder/pics/c.png", "missing caption"),
         ("folder/pics/d.txt", "missing image"), ("folder/pics/e.webp", "not an image"),
-        ("folder/pics/f.png", "empty caption"), ("folder/pics/sub/b.jpg", None)]
-    assert out.rows == {"manifest": 6, "shards": 2}
-    assert [s.key for s in iter_folder(FolderSource(path=str(root)), start=4)] == \
-        ["folder/pics/f.png", "folder/pics/sub/b.jpg"]
+        ("folder/pics/f.png", "empty caption"), ("folder/pics/g.png", "too large"),
+        ("folder/pics/sub/b.jpg", None)]
+    assert out.rows == {"manifest": 7, "shards": 2}
+    assert [s.key for s in iter_folder(FolderSource(path=str(root)), start=5)] == \
+        ["folder/pics/g.png", "folder/pics/sub/b.jpg"]

@@ -6,7 +6,8 @@ read as streams and never extracted: a member whose name is absolute or contains
 that is not a regular file, rejects its sample.
 
 Folder: every image file (recursively) with the caption in the ``.txt`` beside it of the same
-stem; a caption file without an image is a row too ("missing image").
+stem; a caption file without an image is a row too ("missing image"). In both, a file over
+``max_bytes`` rejects its sample ("too large") without being read.
 """
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ def iter_webdataset(src: WebDatasetSource, start: int = 0) -> Iterator[RawSample
                         reason = "unsafe tar member path"
                     elif not member.isfile():
                         reason = reason or "unsafe tar member type"
+                    elif member.size > src.max_bytes:
+                        reason = reason or "too large"
                     elif index >= start and reason is None:
                         members[ext] = tar.extractfile(member).read()
             except tarfile.ReadError as err:
@@ -120,12 +123,16 @@ def iter_folder(src: FolderSource, start: int = 0) -> Iterator[RawSample]:
     rows = sorted(images + orphans, key=lambda p: p.relative_to(root).as_posix())
     for path in rows[start:]:
         key = f"folder/{name}/{_readable(path.relative_to(root).as_posix())}"
-        split = hash_split(key, src.test_fraction)
-        if path.suffix == ".txt":
-            yield RawSample(key=key, source="folder", source_ref=_readable(str(path)), image=None,
-                            caption=path.read_bytes(), split=split, reject_reason="missing image")
-            continue
         txt = path.with_suffix(".txt")
-        yield RawSample(key=key, source="folder", source_ref=_readable(str(path)), image=path.read_bytes(),
-                        caption=txt.read_bytes() if txt.is_file() else None, split=split,
-                        reject_reason=None if txt.is_file() else "missing caption")
+        if path.suffix == ".txt":
+            reason = "missing image"
+        elif not txt.is_file():
+            reason = "missing caption"
+        elif max(path.stat().st_size, txt.stat().st_size) > src.max_bytes:
+            reason = "too large"
+        else:
+            reason = None
+        yield RawSample(key=key, source="folder", source_ref=_readable(str(path)),
+                        image=path.read_bytes() if reason is None else None,
+                        caption=txt.read_bytes() if reason is None else None,
+                        split=hash_split(key, src.test_fraction), reject_reason=reason)
