@@ -158,3 +158,22 @@ def test_positives_drawn_from_valid_embeddings(tmp_path):
     a = TrainSamples(cfg, texts)[(5, 2)]
     b = TrainSamples(cfg, texts)[(5, 2)]
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["texts"], b["texts"])
+
+
+def test_paper_profile_builds_vit_b16_towers():
+    """The paper profile's towers, built on the meta device (shapes only, no memory)."""
+    from transformers import CLIPModel
+    from flame_pipeline.config import load_profile
+    from flame_pipeline.train.baseline import clip_config
+    from fixtures_train import PARAMS
+    cfg = load_profile("paper", PARAMS)
+    with torch.device("meta"):
+        flame = FlameModel(cfg.vision, 5120)             # Mistral-Nemo's hidden size
+        clip = CLIPModel(clip_config(cfg, eot=131072))
+    vit = sum(p.numel() for p in flame.vit.parameters())
+    assert 85_000_000 < vit < 87_000_000                 # ViT-B/16 at 224 px without a pooler
+    assert flame.grid == 14 and flame.vit.is_gradient_checkpointing
+    proj = sum(p.numel() for p in flame.projector.parameters())
+    assert proj == 768 * 5120 + 5120 + 5120 * 5120 + 5120 + 2 * 5120
+    assert sum(p.numel() for p in clip.vision_model.parameters()) == pytest.approx(vit, rel=0.01)
+    assert clip.config.text_config.max_position_embeddings == 77
