@@ -16,10 +16,10 @@ from flame_pipeline.data.packaged import iter_fashion_mnist
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.evaluate import (classification_tasks, interpretability, run_benchmarks,
-                                          truncate_texts)
+from flame_pipeline.eval.evaluate import (_finished, classification_tasks, fingerprint,
+                                          interpretability, run_benchmarks, truncate_texts)
 from flame_pipeline.eval.interpret import output_embedding
-from flame_pipeline.files import write_parquet
+from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.text.llm import load_llm
@@ -141,3 +141,19 @@ def test_truncate_texts_keeps_short_texts_and_cuts_long_ones(data):
     assert out[0] == "a red circle."
     assert len(tokenizer(out[1], add_special_tokens=False)["input_ids"]) <= 11
     assert long.startswith(out[1])
+
+
+def test_a_finished_run_is_found_only_with_the_same_fingerprint(tmp_path):
+    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path)})
+    paths = Paths.of(cfg)
+    write_parquet(paths.captions, pl.DataFrame({"key": ["a"], "caption": ["a red circle."]}))
+    fp = fingerprint(cfg)
+    assert fp["inputs"]["captions"] is not None and fp["inputs"]["flame"] is None
+    write_json(paths.metrics, {"models": {}, "plots": [], "skipped": [], "fingerprint": fp})
+    assert _finished(paths, fingerprint(cfg)) is not None
+    other = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"recall_ks": [1]})})
+    assert _finished(paths, fingerprint(other)) is None                  # another setting
+    write_json(paths.metrics, {"models": {}, "plots": ["gone.png"], "skipped": [], "fingerprint": fp})
+    assert _finished(paths, fp) is None                                  # a plot is missing
+    write_parquet(paths.captions, pl.DataFrame({"key": ["a"], "caption": ["a blue circle."]}))
+    assert fingerprint(cfg)["inputs"]["captions"] != fp["inputs"]["captions"]   # new data
