@@ -108,7 +108,9 @@ def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, k
     assert child.returncode == -9, child.stderr[-2000:]
     d = tmp_path / "b" / "models" / kind
     assert read_state(d)[1]["step"] == 3 and not (d / "model.safetensors").exists()
+    (d / ".state.safetensors.x1.tmp" / "state.safetensors").mkdir(parents=True)  # a write cut short
     out = stage(killed)
+    assert not list(d.glob(".*.tmp"))
     assert out.summary["resumed_from"] == 3
     a, b = _weights(tmp_path / "a" / "models" / kind), _weights(d)
     assert a.keys() == b.keys()
@@ -133,6 +135,17 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train(tiny_profile(tmp_path / "fewer"))
     # fields that do not change the computation may differ
     assert train(tiny_profile(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
+
+
+def test_one_training_run_per_model_dir(tmp_path):
+    import fcntl
+    cfg = make_data(tmp_path)
+    (tmp_path / "models").mkdir()
+    with open(tmp_path / "models" / ".flame.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RuntimeError, match="another process is training"):
+            train(cfg)
+    assert train(cfg).summary["resumed_from"] == 0
 
 
 def test_embedding_dim_must_match_the_llm(tmp_path):

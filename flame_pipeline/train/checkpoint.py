@@ -154,7 +154,7 @@ def publish_pretrained(obj, out_dir: Path) -> None:
     """``obj.save_pretrained`` into ``out_dir``, each file renamed into place atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pretrained.", dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".pretrained.", suffix=".tmp", dir=out_dir) as tmp:
         obj.save_pretrained(tmp)
         for f in sorted(Path(tmp).iterdir()):
             os.replace(f, out_dir / f.name)

@@ -10,8 +10,10 @@ state can be saved, and the curve files.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -121,6 +123,25 @@ def _mean_over_ranks(value: torch.Tensor) -> float:
     return float(value)
 
 
+@contextlib.contextmanager
+def exclusive(out_dir: Path, rank: int) -> Iterator[None]:
+    """One training run per model dir at a time (rank 0 holds an flock that the kernel drops
+    when the process dies); temporary files a killed run left in the dir are removed."""
+    if rank != 0:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is training {out_dir} (it holds {lock_path})") from None
+        for stale in out_dir.glob(".*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
 def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -153,62 +174,70 @@ def _summary(recipe: Recipe, cfg: Profile, start: int, curve: list[dict], size: 
                  (recipe.kind, "train", "images_per_s", speed)])
 
 
+def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, list[dict]]:
+    """Resume from the checkpoint if any, train to ``train.steps``; (start step, curve)."""
+    t = cfg.train
+    rank, size = world()
+    model = recipe.model.to(device)
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    identity = dict(recipe.identity, data=recipe.data.fingerprint())
+    restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, identity)
+    start, curve, last_good = 0, [], None
+    if restored is not None:
+        doc, rng = restored
+        start, curve, last_good = doc["step"], doc["curve"], doc["step"]
+        _restore_rng(rng, device)
+    wrapped = model
+    if size > 1:
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    dtype = autocast_dtype(t.precision, device)
+    batches = StepBatches(len(recipe.data), t.batch_size, cfg.seed, start, t.steps, rank, size)
+    loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
+                        pin_memory=device.type == "cuda")
+    model.train()
+    clock = time.perf_counter()
+    for done, batch in enumerate(loader, start=start + 1):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = recipe.loss(wrapped, model, batch)
+        value = _mean_over_ranks(loss)
+        if not math.isfinite(value):
+            raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if done % t.log_every == 0 or done == t.steps:
+            curve.append({"step": done, "loss": value, "lr": lr,
+                          "images_per_s": t.batch_size / max(time.perf_counter() - clock, 1e-9)})
+        if done % t.checkpoint_every == 0 or done == t.steps:
+            if not _all_finite(model):
+                raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
+            rng = _rng_states(device)
+            if rank == 0:
+                ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
+                                {"step": done, "identity": identity, "curve": curve}, rng)
+            if size > 1:
+                dist.barrier()
+            last_good = done
+        clock = time.perf_counter()
+    return start, curve
+
+
 def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
     """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
-    t = cfg.train
     with distributed() as device:
         rank, size = world()
         torch.manual_seed(cfg.seed)
         recipe = build(cfg)
-        model = recipe.model.to(device)
-        optimizer = build_optimizer(model, t)
-        scheduler = build_scheduler(optimizer, t)
-        identity = dict(recipe.identity, data=recipe.data.fingerprint())
-        restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, identity)
-        start, curve, last_good = 0, [], None
-        if restored is not None:
-            doc, rng = restored
-            start, curve, last_good = doc["step"], doc["curve"], doc["step"]
-            _restore_rng(rng, device)
-        wrapped = model
-        if size > 1:
-            wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        dtype = autocast_dtype(t.precision, device)
-        batches = StepBatches(len(recipe.data), t.batch_size, cfg.seed, start, t.steps, rank, size)
-        loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
-                            pin_memory=device.type == "cuda")
-        model.train()
-        clock = time.perf_counter()
-        for done, batch in enumerate(loader, start=start + 1):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = recipe.loss(wrapped, model, batch)
-            value = _mean_over_ranks(loss)
-            if not math.isfinite(value):
-                raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if done % t.log_every == 0 or done == t.steps:
-                curve.append({"step": done, "loss": value, "lr": lr,
-                              "images_per_s": t.batch_size / max(time.perf_counter() - clock, 1e-9)})
-            if done % t.checkpoint_every == 0 or done == t.steps:
-                if not _all_finite(model):
-                    raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
-                rng = _rng_states(device)
-                if rank == 0:
-                    ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
-                                    {"step": done, "identity": identity, "curve": curve}, rng)
-                if size > 1:
-                    dist.barrier()
-                last_good = done
-            clock = time.perf_counter()
-        if rank == 0:
-            _finish(recipe, model, curve)
-        if size > 1:
-            dist.barrier()
+        with exclusive(recipe.out_dir, rank):
+            start, curve = _train(cfg, recipe, device)
+            if rank == 0:
+                _finish(recipe, recipe.model, curve)
+            if size > 1:
+                dist.barrier()
     return _summary(recipe, cfg, start, curve, size)
 
 
