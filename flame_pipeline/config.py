@@ -150,6 +150,9 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.5, ge=0)
     warmup_steps: int = Field(100, ge=0)
     positives: int = Field(6, ge=1)           # M embeddings drawn per sample per step
+    # the stored embeddings M is drawn from: names of embed/meta.json ("short/0") or whole
+    # prompt sets ("long"); empty = all of them
+    pool: list[str] = []
     crop_scale: tuple[float, float] = (0.9, 1.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int = Field(200, ge=1)

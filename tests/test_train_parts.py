@@ -177,3 +177,20 @@ def test_paper_profile_builds_vit_b16_towers():
     assert proj == 768 * 5120 + 5120 + 5120 * 5120 + 5120 + 2 * 5120
     assert sum(p.numel() for p in clip.vision_model.parameters()) == pytest.approx(vit, rel=0.01)
     assert clip.config.text_config.max_position_embeddings == 77
+
+
+def test_pool_restricts_the_drawn_embeddings(tmp_path):
+    cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
+    texts = StoredEmbeddings(cfg, 64)
+    assert texts.problem("s001") is None                        # its "single" is valid
+    from fixtures_train import tiny_profile
+    long_only = StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["long"]}), 64)
+    assert long_only.problem("s001") == "no valid embedding in train.pool ['long']"
+    assert texts.problem("s000") is None
+    row = texts.shards.get_item(texts.index["s000"])
+    for seed in range(5):
+        got = texts.texts("s000", torch.Generator().manual_seed(seed))["texts"]
+        picked = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
+        assert picked <= {0, 4, 5, 6, 7, 8, 9, 10}
+    with pytest.raises(ValueError, match=r"train.pool entries \['medium'\] name no stored embedding"):
+        StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["medium"]}), 64)

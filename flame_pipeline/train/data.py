@@ -98,11 +98,23 @@ class TextSource(Protocol):
         """The text tensors of one sample for one step."""
 
 
+def pool_mask(names: list[str], pool: list[str]) -> np.ndarray:
+    """Which of the stored embeddings ``names`` the ``train.pool`` entries select."""
+    if not pool:
+        return np.ones(len(names), dtype=bool)
+    sets = {n.split("/")[0] for n in names}
+    unknown = [p for p in pool if p not in names and p not in sets]
+    if unknown:
+        raise DataError(f"train.pool entries {unknown} name no stored embedding; the embed stage "
+                        f"stored {names} (prompt sets {sorted(sets)})")
+    return np.array([n in pool or n.split("/")[0] in pool for n in names])
+
+
 class StoredEmbeddings:
     """FLAME's texts: M of a sample's valid stored facet embeddings per step.
 
-    M distinct embeddings in a random order when the sample has at least M valid ones, else M
-    draws with replacement among the valid ones.
+    M distinct embeddings in a random order when the sample has at least M valid ones in the
+    pool (``train.pool``, default all), else M draws with replacement among those.
     """
 
     def __init__(self, cfg: Profile, expected_dim: int):
@@ -118,6 +130,7 @@ class StoredEmbeddings:
                 f"stored embeddings have dim {self.dim} ({paths.embed_meta}) but the LLM in "
                 f"params (embed.llm={cfg.embed.llm!r}) has hidden size {expected_dim}: "
                 "re-run the embed stage for this LLM")
+        self.pool = pool_mask(self.meta["names"], cfg.train.pool)
         self.shards = open_shards(paths.embed_shards)
         self.index: dict[str, int] = {}
         self.problems: dict[str, str] = {}
@@ -128,8 +141,9 @@ class StoredEmbeddings:
             if emb.shape != (self.n_texts, self.dim) or valid.shape != (self.n_texts,):
                 self.problems[row["key"]] = (f"embedding shape {emb.shape} / valid {valid.shape}, "
                                              f"expected ({self.n_texts}, {self.dim})")
-            elif not valid.any():
-                self.problems[row["key"]] = "no valid embedding"
+            elif not (valid.astype(bool) & self.pool).any():
+                self.problems[row["key"]] = ("no valid embedding" if cfg.train.pool == [] else
+                                             f"no valid embedding in train.pool {cfg.train.pool}")
             elif not np.isfinite(emb[valid.astype(bool)]).all():
                 self.problems[row["key"]] = "non-finite embedding"
 
@@ -140,7 +154,7 @@ class StoredEmbeddings:
 
     def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         row = self.shards.get_item(self.index[key])
-        pool = torch.from_numpy(np.flatnonzero(row["valid"]))
+        pool = torch.from_numpy(np.flatnonzero(row["valid"].astype(bool) & self.pool))
         if len(pool) >= self.positives:
             pick = pool[torch.randperm(len(pool), generator=generator)[: self.positives]]
         else:
