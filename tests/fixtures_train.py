@@ -38,12 +38,14 @@ def tiny_profile(root: Path, overrides: dict | None = None, profile: str = "tiny
 
 def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, classes: int = 4,
               image_size: int = 32, seed: int = 0, no_image: tuple[str, ...] = (),
-              no_embedding: tuple[str, ...] = (), overrides: dict | None = None,
+              no_embedding: tuple[str, ...] = (), corrupt_image: tuple[str, ...] = (),
+              overrides: dict | None = None,
               profile: str = "tiny", shard_bytes: int = 1 << 26) -> Profile:
     """Write the fixture under ``root`` and return the profile (tiny by default) pointing at it.
 
     Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
     raw or embed shards (their caption rows stay), the shape of a shard missing a sample;
+    ``corrupt_image`` stores those keys' PNGs cut in half;
     ``shard_bytes`` caps the size of one shard file.
     """
     cfg = tiny_profile(root, overrides, profile)
@@ -58,6 +60,9 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
 
     raw_rows = [{"key": k, "image": png(colours[c], image_size, rng)}
                 for k, c in zip(keys, labels) if k not in no_image]
+    for row in raw_rows:
+        if row["key"] in corrupt_image:
+            row["image"] = row["image"][: len(row["image"]) // 2]      # a truncated PNG
     write_shards(paths.raw_shards, {"key": "str", "image": "bytes"}, raw_rows, size_limit=shard_bytes)
 
     emb_rows = []

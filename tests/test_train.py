@@ -27,7 +27,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatch):
-    cfg = make_data(tmp_path, no_image=("s003",), no_embedding=("s005",))
+    cfg = make_data(tmp_path, no_image=("s003",), no_embedding=("s005",), corrupt_image=("s007",))
     import flame_pipeline.text.llm as llm
 
     def no_llm(*_):
@@ -36,10 +36,14 @@ def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatc
     out = train(cfg)
     d = tmp_path / "models" / "flame"
     assert out.artifacts["model"] == d
-    assert out.rows == {"train_samples": 22, "skipped": 2}
+    assert out.rows == {"train_samples": 21, "skipped": 3}
     skipped = pl.read_parquet(d / "skipped.parquet").sort("key")
-    assert skipped.rows() == [("s003", "no image in the raw shards"),
-                              ("s005", "no embeddings in the embed shards")]
+    assert skipped.rows()[:2] == [("s003", "no image in the raw shards"),
+                                  ("s005", "no embeddings in the embed shards")]
+    assert skipped.rows()[2][0] == "s007" and skipped.rows()[2][1].startswith("undecodable image: ")
+    assert out.summary["skipped_reasons"] == {"no image in the raw shards": 1,
+                                              "no embeddings in the embed shards": 1,
+                                              "undecodable image": 1}
     curve = pl.read_csv(d / "curve.csv")
     assert curve.columns == ["step", "loss", "lr", "images_per_s"]
     assert curve["step"].to_list() == [1, 2, 3, 4, 5, 6]

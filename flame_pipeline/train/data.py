@@ -2,8 +2,8 @@
 
 Images come from the raw MDS shards (``key``, ``image``), FLAME's texts from the embed MDS
 shards (``key``, ``emb``, ``valid``), both read through mosaicml-streaming
-(``flame_pipeline.shards.open_shards``: random access, shards fetched on demand). The LLM is
-never loaded. The train split is the curated captions table's ``split == "train"``.
+(``flame_pipeline.shards.open_shards``: random access to local MDS dirs). The LLM is never
+loaded. The train split is the curated captions table's ``split == "train"``.
 
 Before the first step every train key is checked once; a sample missing its image, with an
 undecodable image, missing its embeddings or with no valid embedding is skipped with a

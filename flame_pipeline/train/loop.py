@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import math
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -164,7 +165,7 @@ def _summary(recipe: Recipe, cfg: Profile, start: int, curve: list[dict], size: 
     speeds = sorted(c["images_per_s"] for c in curve[1:]) or [c["images_per_s"] for c in curve]
     speed = speeds[len(speeds) // 2] if speeds else float("nan")
     final = curve[-1]["loss"] if curve else float("nan")
-    reasons = Counter(reason.split(" (")[0] for _, reason in recipe.data.skipped)
+    reasons = Counter(re.split(r" \(|:", reason)[0] for _, reason in recipe.data.skipped)
     return StageOutput(
         artifacts={"model": recipe.out_dir},
         rows={"train_samples": len(recipe.data), "skipped": len(recipe.data.skipped)},
