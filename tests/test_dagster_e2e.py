@@ -21,6 +21,7 @@ from assets.metadata import data_version, dvc_md5
 from assets.stages import STAGE_ASSETS
 from dvc_tool import REPO, run_dvc
 from flame_pipeline.config import load_profile
+from flame_pipeline.files import sha256_tree
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import STAGES
 from flame_pipeline.shards import iter_shards, write_shards
@@ -156,11 +157,13 @@ def _lock_outs(repo: Path, profile: str) -> dict[str, str]:
 
 
 # Files that differ between two runs by design: the report states its run's provenance
-# (run id, time, code version), and the training stage stores the wall-clock throughput it
-# measured (images_per_s) with its curve. Everything else must be byte-identical.
+# (run id, time, code version); the training stage stores the wall-clock throughput it
+# measured (images_per_s) with its curve and state, so the model directories' hashes differ,
+# and so does the evaluation's fingerprint of its inputs, which names those hashes.
+# Everything else must be byte-identical, and these must be identical without the timing.
 PER_RUN = {"data/tiny/eval/report.md"}
 WALL_CLOCK = "images_per_s"
-TIMED = {"data/tiny/models/flame", "data/tiny/models/clip"}
+TIMED = {"data/tiny/models/flame", "data/tiny/models/clip", "data/tiny/eval/metrics.json"}
 
 
 def _without_wall_clock(value):
@@ -171,10 +174,16 @@ def _without_wall_clock(value):
     return value
 
 
-def _content(path: Path):
-    """A file's content, less the wall-clock throughput fields."""
+def _content(path: Path, project: Path):
+    """A file's content, less the wall-clock throughput and the hashes that include it."""
     if path.name == "curve.csv":
         return pl.read_csv(path).drop(WALL_CLOCK, strict=False).rows()
+    if path.name == "metrics.json":
+        doc = json.loads(path.read_text())
+        inputs = doc["fingerprint"]["inputs"]
+        for model in ("flame", "clip"):  # the hash of the model directory evaluation read
+            assert inputs.pop(model) == sha256_tree(project / "data/tiny/models" / model)
+        return doc
     if path.suffix == ".json":
         return _without_wall_clock(json.loads(path.read_text()))
     if path.suffix == ".safetensors":
@@ -184,6 +193,13 @@ def _content(path: Path):
                     else v for k, v in (f.metadata() or {}).items()}
             return meta, {k: f.get_tensor(k).tobytes() for k in f.keys()}
     return path.read_bytes()
+
+
+def _files(out: Path) -> list[Path]:
+    """The files of an output, relative to it (a file output: itself)."""
+    if out.is_file():
+        return [Path()]
+    return sorted(f.relative_to(out) for f in out.rglob("*") if f.is_file())
 
 
 def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
@@ -197,11 +213,9 @@ def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
     same = {p for p, md5 in outs.items() if dvc_md5(project / p) == md5}
     assert set(outs) - same <= PER_RUN | TIMED, sorted(set(outs) - same)
     for out in TIMED - same:  # same files, same weights, same losses; only the timing differs
-        files = sorted(f.relative_to(repo / out) for f in (repo / out).rglob("*") if f.is_file())
-        assert files == sorted(f.relative_to(project / out)
-                               for f in (project / out).rglob("*") if f.is_file())
-        for f in files:
-            assert _content(repo / out / f) == _content(project / out / f), f"{out}/{f}"
+        assert _files(repo / out) == _files(project / out)
+        for f in _files(repo / out):
+            assert _content(repo / out / f, repo) == _content(project / out / f, project), f"{out}/{f}"
     # the md5s Dagster recorded in its materializations are DVC's
     recorded = "\n".join(e.materialization.metadata["hashes"].value
                          for e in result.get_asset_materialization_events())
