@@ -1,5 +1,6 @@
 """What the Dagster UI shows for a stage: row counts, summary, content hashes (sha256 and DVC's
-md5), metric tables and plots inline, and the data version derived from the DVC md5s."""
+md5, per artifact and per DVC output), metric tables and plots inline, and the data version
+derived from the DVC md5s."""
 from __future__ import annotations
 
 import base64
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dagster import DataVersion, MetadataValue
 
 from flame_pipeline.stage import StageOutput
@@ -36,8 +38,21 @@ def _md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def dvc_outs(stage: str, profile: str, data_dir: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
+    """The outputs (outs, metrics, plots) that dvc.yaml declares for ``stage@profile``, when
+    dvc.yaml runs that profile into this data directory; otherwise none."""
+    if not dvc_yaml.exists() or data_dir != f"data/{profile}":
+        return []
+    doc = yaml.safe_load(dvc_yaml.read_text())
+    if profile not in doc["vars"][0]["flame_profiles"] or stage not in doc["stages"]:
+        return []
+    body = doc["stages"][stage]["do"]
+    return [Path(o.replace("${item}", profile))
+            for key in ("outs", "metrics", "plots") for o in body.get(key, [])]
+
+
 def data_version(md5s: dict[str, str]) -> DataVersion:
-    """One version for a stage: its artifacts' DVC md5s, combined in name order."""
+    """One version for a stage from DVC md5s (of its DVC outputs, else of its artifacts)."""
     blob = "\n".join(f"{name}={md5s[name]}" for name in sorted(md5s))
     return DataVersion(hashlib.sha256(blob.encode()).hexdigest()[:16])
 
@@ -93,8 +108,9 @@ def _summary_value(value: Any) -> MetadataValue:
     return MetadataValue.text(str(value))
 
 
-def stage_metadata(profile: str, params_hash: str, out: StageOutput,
-                   md5s: dict[str, str]) -> dict[str, MetadataValue]:
+def stage_metadata(profile: str, params_hash: str, out: StageOutput, md5s: dict[str, str],
+                   dvc: dict[str, str]) -> dict[str, MetadataValue]:
+    """``md5s``: artifact name -> DVC md5; ``dvc``: DVC output path -> md5 (as in dvc.lock)."""
     meta: dict[str, MetadataValue] = {
         "profile": MetadataValue.text(profile),
         "params_hash": MetadataValue.text(params_hash),
@@ -106,6 +122,9 @@ def stage_metadata(profile: str, params_hash: str, out: StageOutput,
     meta["hashes"] = MetadataValue.md(md_table(
         ["artifact", "sha256", "dvc md5"],
         [[n, out.hashes.get(n, ""), md5s[n]] for n in sorted(md5s)]))
+    if dvc:
+        meta["dvc_outs"] = MetadataValue.md(md_table(["DVC output", "md5 (as in dvc.lock)"],
+                                                     [[p, dvc[p]] for p in sorted(dvc)]))
     for key, value in out.summary.items():
         meta[f"summary/{key}"] = _summary_value(value)
     if out.metrics:

@@ -3,7 +3,7 @@ same call as the ``flame`` CLI that ``dvc repro`` runs) and reports what it wrot
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from assets.metadata import data_version, dvc_md5, stage_metadata
+from assets.metadata import data_version, dvc_md5, dvc_outs, stage_metadata
 from assets.resources import FlameParams
 
 GROUP = "flame"
@@ -37,8 +37,10 @@ def _stage_asset(name: str, deps: list[str], description: str) -> AssetsDefiniti
                          f"data under {cfg.data_dir}")
         out = run_stage(cfg, name)
         md5s = {n: dvc_md5(p) for n, p in out.artifacts.items()}
-        return MaterializeResult(metadata=stage_metadata(cfg.name, cfg.params_hash(), out, md5s),
-                                 data_version=data_version(md5s))
+        dvc = {p.as_posix(): dvc_md5(p) for p in dvc_outs(name, cfg.name, cfg.data_dir) if p.exists()}
+        return MaterializeResult(
+            metadata=stage_metadata(cfg.name, cfg.params_hash(), out, md5s, dvc),
+            data_version=data_version(dvc or md5s))
 
     return _materialize
 

@@ -24,7 +24,7 @@ from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
                            kept_rows_curated_or_dropped, retrieval_above_chance)
 from assets.definitions import build_definitions, flame_resources
 from assets.resources import FlameParams, ResultsStoreResource
-from assets.metadata import data_version, dvc_md5, metrics_table, stage_metadata
+from assets.metadata import data_version, dvc_md5, dvc_outs, metrics_table, stage_metadata
 from assets.stages import CHAIN, STAGE_ASSETS
 from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree
@@ -153,7 +153,8 @@ def test_stage_metadata_shows_rows_hashes_metrics_and_plots(tmp_path):
                       metrics=[("flame", "zeroshot", "top1", 50.0), ("clip", "zeroshot", "top1", 12.5)])
     out.hashes = {n: sha256_tree(p) for n, p in out.artifacts.items()}
     md5s = {n: dvc_md5(p) for n, p in out.artifacts.items()}
-    meta = stage_metadata("tiny", "abc", out, md5s)
+    meta = stage_metadata("tiny", "abc", out, md5s, {"data/tiny/eval/plots": md5s["plots"]})
+    assert f"| data/tiny/eval/plots | {md5s['plots']} |" in meta["dvc_outs"].value
     assert meta["rows/metrics"].value == 4
     assert meta["summary/seconds"].value == 1.5
     assert "| too_short | 3 |" in meta["summary/reasons"].value
@@ -166,6 +167,17 @@ def test_stage_metadata_shows_rows_hashes_metrics_and_plots(tmp_path):
     assert img.startswith(prefix)
     decoded = Image.open(io.BytesIO(base64.b64decode(img[len(prefix):-1])))
     assert decoded.getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_dvc_outs_of_a_stage_follow_dvc_yaml():
+    dvc_yaml = REPO / "dvc.yaml"
+    assert dvc_outs("curate", "tiny", "data/tiny", dvc_yaml) == [Path("data/tiny/curated")]
+    assert dvc_outs("evaluate", "default", "data/default", dvc_yaml) == [
+        Path("data/default/eval/report.md"), Path("data/default/eval/metrics.json"),
+        Path("data/default/eval/plots")]
+    assert dvc_outs("curate", "tiny", "/elsewhere", dvc_yaml) == []  # data_dir overridden
+    assert dvc_outs("curate", "paper", "data/paper", dvc_yaml) == []  # a profile DVC does not run
+    assert dvc_outs("curate", "tiny", "data/tiny", REPO / "no-such-dvc.yaml") == []
 
 
 def test_data_version_follows_content(tmp_path):

@@ -17,7 +17,7 @@ import yaml
 
 from assets.checks import CHECKS, embeddings_finite_unit_norm, every_row_accounted_for
 from assets.definitions import flame_resources
-from assets.metadata import data_version, dvc_md5
+from assets.metadata import data_version, dvc_md5, dvc_outs
 from assets.stages import STAGE_ASSETS
 from dvc_tool import REPO, run_dvc
 from flame_pipeline.config import load_profile
@@ -54,6 +54,7 @@ def materialize_checks(checks, project: Path, instance) -> dict[str, dg.AssetChe
 def dagster_run(tmp_path_factory):
     """The tiny chain and all its checks, materialized in-process into a real instance."""
     project = tmp_path_factory.mktemp("dagster_project")
+    shutil.copy2(REPO / "dvc.yaml", project / "dvc.yaml")  # Dagster reports its outputs' md5s
     home = project / ".dagster_home"  # a DAGSTER_HOME with the project's dagster.yaml
     home.mkdir()
     shutil.copy2(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -94,12 +95,15 @@ def test_materialization_metadata_and_data_versions(dagster_run):
     download = mats["download"].metadata
     assert download["rows/manifest"].value == manifest.height
     assert download["profile"].value == "tiny"
-    # the data version is the DVC md5s of what the stage wrote, recomputed here from the files
+    # the data version is the DVC md5s of the stage's DVC outputs, recomputed here from the files
+    for stage in STAGES:
+        outs = dvc_outs(stage, "tiny", "data/tiny", project / "dvc.yaml")
+        expected = data_version({p.as_posix(): dvc_md5(project / p) for p in outs})
+        assert mats[stage].tags["dagster/data_version"] == expected.value
+        assert all(dvc_md5(project / p) in mats[stage].metadata["dvc_outs"].value for p in outs)
     artifacts = {k.removeprefix("path/"): project / v.value for k, v in download.items()
                  if k.startswith("path/")}
     assert set(artifacts) >= {"manifest", "shards"}
-    expected = data_version({n: dvc_md5(p) for n, p in artifacts.items()})
-    assert mats["download"].tags["dagster/data_version"] == expected.value
     for name, path in artifacts.items():
         assert dvc_md5(path) in download["hashes"].value
     # evaluation shows both models' metrics and its plots inline
@@ -217,9 +221,12 @@ def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
         for f in _files(repo / out):
             assert _content(repo / out / f, repo) == _content(project / out / f, project), f"{out}/{f}"
     # the md5s Dagster recorded in its materializations are DVC's
-    recorded = "\n".join(e.materialization.metadata["hashes"].value
-                         for e in result.get_asset_materialization_events())
-    assert all(outs[p] in recorded for p in same)
+    recorded = {}
+    for event in result.get_asset_materialization_events():
+        table = event.materialization.metadata["dvc_outs"].value.splitlines()[2:]
+        recorded.update(tuple(c.strip() for c in row.strip("|").split("|")) for row in table)
+    assert set(recorded) == set(outs)
+    assert {p: outs[p] for p in same} == {p: recorded[p] for p in same}
 
     # DVC's own views work on the result, and the local remote round-trips the outputs
     metrics = json.loads(run_dvc("metrics", "show", "--json", cwd=repo).stdout)

@@ -53,7 +53,7 @@ def dagster_ui(tmp_path):
         pytest.fail(f"{CHROMIUM} not found: `bash scripts/setup.sh --tests` installs Debian chromium")
     project = tmp_path / "project"
     (project / "scripts").mkdir(parents=True)
-    for name in ("dagster.yaml", "workspace.yaml", "params.yaml"):
+    for name in ("dagster.yaml", "workspace.yaml", "params.yaml", "dvc.yaml"):
         shutil.copy2(REPO / name, project / name)
     shutil.copy2(REPO / "scripts" / "dagster_dev.sh", project / "scripts" / "dagster_dev.sh")
     (project / ".venv").symlink_to(REPO / ".venv")
@@ -110,7 +110,8 @@ def test_ui_shows_the_chain_and_materializes_the_tiny_profile(dagster_ui):
 
             # the materialized assets show in the catalog with their metadata
             page.goto(f"{url}/assets/download", wait_until="networkidle")
-            page.get_by_text("rows/manifest").first.wait_for(timeout=30_000)
+            for key in ("rows/manifest", "hashes", "dvc_outs"):
+                page.get_by_text(key, exact=True).first.wait_for(timeout=30_000)
         finally:
             browser.close()
     assert (project / "data" / "tiny" / "eval" / "metrics.json").exists()
