@@ -293,3 +293,16 @@ def test_trimming_padding_leaves_text_features_unchanged(tmp_path):
         full = model.get_text_features(**batch)
         cut = model.get_text_features(**short)
     assert torch.allclose(full, cut, atol=1e-5)
+
+
+def test_unreadable_checkpoint_and_missing_models_are_clear_errors(tmp_path):
+    cfg = make_data(tmp_path)
+    d = tmp_path / "models" / "flame"
+    d.mkdir(parents=True)
+    (d / "state.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="unreadable checkpoint .*state.safetensors"):
+        train(cfg)
+    with pytest.raises(CheckpointError, match="no trained FLAME model"):
+        load_flame(d)
+    with pytest.raises(CheckpointError, match="no trained CLIP model"):
+        load_clip(tmp_path / "models" / "clip")
