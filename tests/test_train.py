@@ -119,6 +119,10 @@ def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, k
     a, b = _weights(tmp_path / "a" / "models" / kind), _weights(d)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the exported model files are byte-identical (curve/state files also hold timings)
+    from flame_pipeline.files import sha256_tree
+    for name in ("model.safetensors", "config.json", "vision"):
+        assert sha256_tree(tmp_path / "a" / "models" / kind / name) == sha256_tree(d / name)
     curve_a = pl.read_csv(tmp_path / "a" / "models" / kind / "curve.csv")
     curve_b = pl.read_csv(d / "curve.csv")
     assert curve_a["loss"].to_list() == curve_b["loss"].to_list()
