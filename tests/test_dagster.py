@@ -125,6 +125,15 @@ def test_per_run_overrides_reach_every_resource(project):
     assert seen["results_db"] == str(Paths.of(load_profile("default", PARAMS)).results_db)
 
 
+def test_dagster_lineage_matches_dvc_deps():
+    """Both doors declare the same upstream stages for each stage."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    producer = {out: name for name, s in stages.items() for out in s["do"].get("outs", [])}
+    for name, stage in stages.items():
+        upstream = {producer[d] for d in stage["do"]["deps"] if d in producer}
+        assert upstream == set(CHAIN[name][0]), name
+
+
 def test_profiles_data_dir_matches_dvc_layout():
     # dvc.yaml writes data/<profile>/...; the profiles it lists must put their data there
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
