@@ -8,7 +8,9 @@ import datetime as dt
 import io
 import json
 import math
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -94,6 +96,18 @@ def probe(resources: dict, run_config: dict | None = None) -> dict:
     result = dg.materialize([profile_probe], resources=resources, run_config=run_config or {})
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     return {k: v.value for k, v in meta.items()}
+
+
+def test_workspace_yaml_loads_the_code_location(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy2(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_DISABLE_TELEMETRY="1")
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "dagster"), "definitions", "validate",
+                           "-w", "workspace.yaml"], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Validation successful for code location flame_pipeline" in proc.stderr + proc.stdout
 
 
 def test_definitions_read_profile_from_environment(monkeypatch, project):
