@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from assets.automation import flame_chain, new_raw_data, weekly_retrain
 from assets.checks import CHECKS
@@ -30,9 +30,11 @@ def flame_resources(profile: str | None = None, params_path: str | None = None,
 
 
 def build_definitions(**profile) -> Definitions:
+    # Steps run one after another in the run's process: on a CPU machine a process per step
+    # would re-import torch for every stage and check, and the chain is nearly sequential.
     return Definitions(assets=STAGE_ASSETS, asset_checks=CHECKS, jobs=[flame_chain],
                        schedules=[weekly_retrain], sensors=[new_raw_data],
-                       resources=flame_resources(**profile))
+                       resources=flame_resources(**profile), executor=in_process_executor)
 
 
 defs = build_definitions()

@@ -78,6 +78,8 @@ def test_definitions_load_the_chain():
     assert {a for a, _ in checks} == set(STAGES)  # every stage has at least one check
     job = defs.resolve_job_def("flame_chain")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(STAGES)
+    assert job.executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
     assert defs.resolve_schedule_def("weekly_retrain").cron_schedule == "0 3 * * 1"
     assert defs.resolve_sensor_def("new_raw_data").job_name == "flame_chain"
 
