@@ -168,32 +168,36 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
 
 
 # ------------------------------------------------------------------ evaluate
-def _latest_metrics(results: ResultsStoreResource) -> tuple[str, pl.DataFrame]:
+def _latest_metrics(results: ResultsStoreResource) -> tuple[dict, pl.DataFrame]:
     """The latest successful evaluate run of the profile and its metric rows (none: empty)."""
     from flame_pipeline.eval.report import latest_run, run_metrics
 
     store = results.store()
     try:
-        run_id = latest_run(store, results.params.load().name)["run_id"]
+        run = latest_run(store, results.params.load().name)
     except LookupError:
-        return "none", pl.DataFrame(schema={"model": pl.String, "benchmark": pl.String,
-                                            "metric": pl.String, "value": pl.Float64})
-    return run_id, run_metrics(store, run_id)
+        return {"run_id": "none", "params_hash": None}, pl.DataFrame(schema={
+            "model": pl.String, "benchmark": pl.String, "metric": pl.String, "value": pl.Float64})
+    return run, run_metrics(store, run["run_id"])
 
 
 @asset_check(asset=stage_key("evaluate"),
-             description="The latest evaluate run recorded metrics in DuckDB for both FLAME and "
-                         "CLIP on the same benchmarks.")
+             description="The latest evaluate run, made with this profile's params, recorded "
+                         "metrics in DuckDB for both FLAME and CLIP on the same benchmarks.")
 def flame_vs_clip_recorded(results: ResultsStoreResource) -> AssetCheckResult:
-    run_id, metrics = _latest_metrics(results)
+    run, metrics = _latest_metrics(results)
     by_model = {m: set(zip(g["benchmark"], g["metric"]))
                 for (m,), g in metrics.group_by("model")}
     problems = [f"no metrics for {m}" for m in ("flame", "clip") if not by_model.get(m)]
+    params_hash = results.params.load().params_hash()
+    if run["params_hash"] not in (None, params_hash):
+        problems.append(f"the latest evaluation used params {run['params_hash']}, "
+                        f"this profile's are {params_hash}")
     if not problems and (diff := by_model["flame"] ^ by_model["clip"]):
         problems.append(f"{len(diff)} benchmark metrics recorded for one model only, "
                         f"e.g. {sorted(diff)[:3]}")
     counts = [[m, len(v)] for m, v in sorted(by_model.items())]
-    return _result(problems, run_id=run_id,
+    return _result(problems, run_id=run["run_id"],
                    metrics_per_model=MetadataValue.md(md_table(["model", "metrics"], counts)))
 
 
@@ -211,7 +215,7 @@ def chance_recall(k: int, gallery: float, relevant: float = 1.0) -> float:
                          "benchmark and direction, its mean R@K over the informative K (chance "
                          "< 100 %) is above the mean chance level.")
 def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
-    run_id, metrics = _latest_metrics(results)
+    run, metrics = _latest_metrics(results)
     flame = {(b, k): v for b, k, v in metrics.filter(pl.col("model") == "flame")
              .select("benchmark", "metric", "value").rows()}
     table, problems = [], []
@@ -231,7 +235,7 @@ def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
                 problems.append(f"{bench} {direction}: mean R@K {recall:.3g} <= chance {chance:.3g}")
     if not table:
         problems.append("no retrieval recall with gallery sizes recorded for flame")
-    return _result(problems, AssetCheckSeverity.WARN, run_id=run_id, recalls=MetadataValue.md(
+    return _result(problems, AssetCheckSeverity.WARN, run_id=run["run_id"], recalls=MetadataValue.md(
         md_table(["benchmark", "direction", "K", "flame mean R@K", "chance"], table)))
 
 

@@ -351,10 +351,12 @@ def test_loss_checks_for_both_models(project):
     assert "non-finite loss at steps ['2']" in by_asset["train_baseline"].metadata["problems"].value
 
 
-def _record_eval(paths: Paths, rows: list[tuple[str, str, str, float]]) -> None:
+def _record_eval(paths: Paths, rows: list[tuple[str, str, str, float]],
+                 params_hash: str | None = None) -> None:
+    params_hash = params_hash or load_profile("tiny", PARAMS).params_hash()
     store = ResultsStore(paths.results_db)
-    run_id = store.start_run("tiny", "evaluate", "p")
-    store.add_metrics(run_id, "tiny", "p", rows)
+    run_id = store.start_run("tiny", "evaluate", params_hash)
+    store.add_metrics(run_id, "tiny", params_hash, rows)
     store.end_run(run_id, "succeeded")
 
 
@@ -387,6 +389,12 @@ def test_evaluate_checks(project):
     assert ev["retrieval_above_chance"].severity == dg.AssetCheckSeverity.WARN
     assert ("retrieval t2i: mean R@K 10 <= chance 10"
             in ev["retrieval_above_chance"].metadata["problems"].value)
+
+    # complete metrics, but from an evaluation with other params
+    _record_eval(paths, [(m, b, k, v) for b, k, v in flame for m in ("flame", "clip")], "0" * 16)
+    ev = run_checks(flame_vs_clip_recorded)["flame_vs_clip_recorded"]
+    assert not ev.passed
+    assert "the latest evaluation used params 0000000000000000" in ev.metadata["problems"].value
 
 
 def test_chance_recall_matches_random_rankings():
