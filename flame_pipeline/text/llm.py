@@ -132,7 +132,7 @@ def resolve(llm: str) -> LLMSource:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"LLM directory has no config.json: {path}")
         return LLMSource("dir", llm, path.resolve())
-    if _HUB_ID.match(llm) and not llm.startswith((".", "/", "~")):
+    if _HUB_ID.match(llm):
         return LLMSource("hub", llm, None)
     raise ModelNotFoundError(
         f"LLM not found: {llm!r} is neither a packaged name {sorted(PACKAGED) + [TINY_RANDOM]}, "

@@ -209,7 +209,8 @@ class TextEncoder:
         ps = self.cfg.prompt_sets[prompt_set]
         return _sha([self.fingerprint, ps.prefix, ps.facets, text])
 
-    def _load(self) -> tuple[torch.nn.Module, PromptBuilder]:
+    def load(self) -> tuple[torch.nn.Module, PromptBuilder]:
+        """The model and prompt builder, loaded on first use."""
         if self._model is None:
             self._model, tokenizer = load_llm(self.cfg)
             self._builder = PromptBuilder(tokenizer, self.cfg.prompt_sets, self.cfg.max_tokens)
@@ -228,7 +229,7 @@ class TextEncoder:
         todo = [(k, u) for k, u in todo if k not in self.cache][rank::world]
         if not todo:
             return 0
-        model, builder = self._load()
+        model, builder = self.load()
         by_set: dict[str, list] = defaultdict(list)
         for key, (ps, text) in todo:
             by_set[ps].append((key, builder.build(text, ps)))
