@@ -29,12 +29,12 @@ def flame_resources(profile: str | None = None, params_path: str | None = None,
     return {"flame": flame, "llm": llm, "results": ResultsStoreResource(params=flame)}
 
 
-def build_definitions(**profile) -> Definitions:
+def build_definitions(profile: str | None = None, params_path: str | None = None) -> Definitions:
     # Steps run one after another in the run's process: on a CPU machine a process per step
     # would re-import torch for every stage and check, and the chain is nearly sequential.
     return Definitions(assets=STAGE_ASSETS, asset_checks=CHECKS, jobs=[flame_chain],
                        schedules=[weekly_retrain], sensors=[new_raw_data],
-                       resources=flame_resources(**profile), executor=in_process_executor)
+                       resources=flame_resources(profile, params_path), executor=in_process_executor)
 
 
 defs = build_definitions()
