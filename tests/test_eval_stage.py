@@ -82,7 +82,7 @@ def test_oracle_model_gets_known_answers(data):
     out = run_benchmarks(cfg, model, test, train, images, tasks, cut)
     assert sorted(out) == sorted(
         ["retrieval/scenes", "retrieval/fashion_mnist", "long_retrieval/scenes",
-         "long_retrieval_77/scenes", "multilingual/scenes/de", "multilingual/scenes/en",
+         "long_retrieval_77/scenes", "long_retrieval_no_hn/scenes", "multilingual/scenes/de", "multilingual/scenes/en",
          "multilingual/scenes/fr", "zeroshot/scenes/shape", "zeroshot/scenes/colour",
          "zeroshot/scenes/count", "zeroshot/fashion_mnist/class"])
     for bench in ("retrieval/scenes", "retrieval/fashion_mnist", "long_retrieval/scenes",
@@ -90,6 +90,8 @@ def test_oracle_model_gets_known_answers(data):
         assert out[bench]["i2t_R@1"] == 100.0 and out[bench]["t2i_R@1"] == 100.0, bench
     # 8 scenes + 8 hard negatives in the long gallery; the cut captions point nowhere
     assert out["long_retrieval/scenes"]["n_images"] == 16.0
+    assert out["long_retrieval_no_hn/scenes"]["n_images"] == 8.0
+    assert out["long_retrieval_no_hn/scenes"]["i2t_R@1"] == 100.0
     assert out["long_retrieval_77/scenes"]["i2t_R@1"] <= 25.0
     # Fashion-MNIST captions repeat ("a photo of a shirt."): fewer texts than images
     fm = out["retrieval/fashion_mnist"]

@@ -7,7 +7,8 @@ stores in DuckDB with the run and artifact hashes. ``write_report`` (``report.py
 ``eval/report.md`` from DuckDB after recording.
 
 Benchmark names: ``zeroshot/<source>/<task>``, ``retrieval/<source>``,
-``long_retrieval/<source>``, ``long_retrieval_77/<source>`` (captions cut to
+``long_retrieval/<source>``, ``long_retrieval_no_hn/<source>`` (without the hard
+negatives), ``long_retrieval_77/<source>`` (captions cut to
 ``eval.truncate_tokens`` tokens), ``multilingual/<source>/<language>``,
 ``linear_probe/<source>/<task>``. Each output is written atomically, ``metrics.json`` last
 with a fingerprint of the inputs (content hashes), settings and evaluation code: a rerun
@@ -156,6 +157,12 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
                 for name, batch in (("long_retrieval", texts), ("long_retrieval_77", truncate(texts))):
                     out[f"{name}/{source}"] = retrieval(e, rows["sha256"].to_list(), batch,
                                                         text_fn(long_set(mode)), ev.recall_ks)
+                if rows["hard_negative"].any():   # the same gallery without its hard negatives
+                    keep = ~rows["hard_negative"].to_numpy()
+                    easy = rows.filter(~pl.col("hard_negative"))
+                    out[f"long_retrieval_no_hn/{source}"] = retrieval(
+                        e[keep], easy["sha256"].to_list(), easy["long_caption"].to_list(),
+                        text_fn(long_set(mode)), ev.recall_ks)
         if "multilingual" in ev.benchmarks:
             rows, e = rows_of(src & ~pl.col("hard_negative"))
             if rows["language"].n_unique() > 1:

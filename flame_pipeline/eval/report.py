@@ -30,6 +30,8 @@ SECTIONS = [
      "Duplicate-aware: identical images (sha256) and identical captions are one gallery item."),
     ("Long-caption retrieval", "long_retrieval", ["i2t_R@1", "t2i_R@1"],
      "Long captions with hard negatives in the gallery."),
+    ("Long-caption retrieval without hard negatives", "long_retrieval_no_hn", ["i2t_R@1", "t2i_R@1"],
+     "The same test scenes with their hard negatives left out of the gallery."),
     ("Long-caption retrieval, captions truncated to 77 tokens", "long_retrieval_77",
      ["i2t_R@1", "t2i_R@1"], "The same rows with every caption cut to its first 77 tokens."),
     ("Multilingual retrieval, image->text", "multilingual", ["i2t_R@1"],
