@@ -40,6 +40,10 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=0).item()
 
 
+# the contract holds in fp32; bf16 keeps ~3 significant digits, so its bar is lower
+BAR = {"fp32": 0.9999, "bf16": 0.999}
+
+
 def check_equality(cfg, model, builder):
     for ps in SETS:
         rows = [builder.build(prepare_caption(c), ps) for c in CAPTIONS]
@@ -48,7 +52,7 @@ def check_equality(cfg, model, builder):
             assert emb.shape == (len(row.facets), model.config.hidden_size)
             assert torch.allclose(emb.norm(dim=-1), torch.ones(len(row.facets)), atol=1e-5)
             for k in range(len(row.facets)):
-                assert cos(emb[k], alone(model, row, k, cfg.layer)) >= 0.9999, (ps, k)
+                assert cos(emb[k], alone(model, row, k, cfg.layer)) >= BAR[cfg.dtype], (ps, k)
 
 
 def test_mask_rules_on_a_small_layout():
@@ -88,7 +92,7 @@ def test_position_reset_is_what_makes_it_equal(tiny):
                                                          model.dtype),
                     output_hidden_states=True)
     wrong = out.hidden_states[cfg.layer][0, b.last[0, 2]]
-    assert cos(wrong, alone(model, row, 2, cfg.layer)) < 0.9999
+    assert cos(wrong, alone(model, row, 2, cfg.layer)) < BAR[cfg.dtype]
 
 
 def test_batch_independence(tiny):
@@ -101,7 +105,7 @@ def test_batch_independence(tiny):
     solo = facets.facet_embeddings(model, [target], cfg.layer)[0]
     for mates in ([short, target, short], [longer, target], [short, longer, target]):
         got = facets.facet_embeddings(model, mates, cfg.layer)[mates.index(target)]
-        assert min(cos(a, b) for a, b in zip(solo, got)) >= 0.9999
+        assert min(cos(a, b) for a, b in zip(solo, got)) >= BAR[cfg.dtype]
 
 
 def test_rows_with_different_facet_counts_share_a_batch(tiny):
@@ -110,7 +114,7 @@ def test_rows_with_different_facet_counts_share_a_batch(tiny):
     b = builder.build(prepare_caption(CAPTIONS[0]), "long")
     mixed = facets.facet_embeddings(model, [a, b], cfg.layer)
     assert [m.shape[0] for m in mixed] == [1, 7]
-    assert cos(mixed[0][0], facets.facet_embeddings(model, [a], cfg.layer)[0][0]) >= 0.9999
+    assert cos(mixed[0][0], facets.facet_embeddings(model, [a], cfg.layer)[0][0]) >= BAR[cfg.dtype]
 
 
 def test_sliding_window_layers_get_the_window_in_position_space():
@@ -150,4 +154,4 @@ def test_one_pass_equals_each_facet_alone_smollm2(dtype):
              builder.build(prepare_caption(" ".join([CAPTIONS[1]] * 6)), "short")]
     solo = facets.facet_embeddings(model, [target], cfg.layer)[0]
     got = facets.facet_embeddings(model, mates, cfg.layer)[1]
-    assert min(cos(a, b) for a, b in zip(solo, got)) >= 0.9999
+    assert min(cos(a, b) for a, b in zip(solo, got)) >= BAR[cfg.dtype]

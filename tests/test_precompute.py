@@ -172,6 +172,17 @@ def test_max_tokens_beyond_the_model_context_is_a_clear_error(tmp_path):
         precompute.embed(cfg)
 
 
+def test_center_needs_train_texts_only_for_sets_in_use(tmp_path):
+    cfg = profile(tmp_path)
+    write_captions(cfg, long=[None] * 7)                 # no long caption anywhere: fine
+    precompute.embed(cfg)
+    assert not any(r["valid"][4:].any() for r in iter_shards(Paths.of(cfg).embed_shards))
+    test_only = [None] * 4 + LONG[4:5] + [None, None]    # a long caption in test, none in train
+    write_captions(cfg, long=test_only)
+    with pytest.raises(ValueError, match=r"\['long'\].*no train-split text"):
+        precompute.embed(cfg)
+
+
 def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
     cfg = profile(tmp_path)
     with pytest.raises(FileNotFoundError, match="captions.parquet"):

@@ -339,10 +339,11 @@ def _fit_center(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postproces
         for (ps, _), e in zip(units, emb):
             sums[ps] = sums.get(ps, 0) + e.astype(np.float64)
             counts[ps] += 1
-    missing = [ps for _, ps in enc.cfg.plan if ps not in sums]
+    used = {u[0] for r in rows for u in r if u is not None}
+    missing = sorted(used - set(sums))
     if missing:
-        raise ValueError(f"embed.postprocess=center: no train-split text for prompt set(s) "
-                         f"{missing}; cannot compute their mean")
+        raise ValueError(f"embed.postprocess=center: prompt set(s) {missing} embed test texts "
+                         "but no train-split text; cannot compute their mean")
     means = {ps: (s / counts[ps]).astype(np.float32) for ps, s in sums.items()}
     return Postprocess("center", enc.fingerprint, means)
 
