@@ -12,6 +12,7 @@ import polars as pl
 
 from flame_pipeline.config import Profile
 from flame_pipeline.files import atomic_path
+from flame_pipeline.eval.headline import targets, targets_markdown
 from flame_pipeline.paths import Paths
 from flame_pipeline.store import ResultsStore
 
@@ -114,6 +115,11 @@ def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
                 "| stage | artifact | content hash | run |", "|---|---|---|---|"]
         out += [f"| {r['stage']} | {r['name']} | `{r['content_hash'][:16]}` | `{r['run_id']}` |"
                 for r in upstream.iter_rows(named=True)] + [""]
+    if {"flame", "clip"} <= set(metrics["model"]) and targets(metrics):
+        out += ["## Headline: FLAME vs CLIP on the held-out test sets", "",
+                "Long = scene long captions with hard negatives in the gallery; multilingual = "
+                "mean of both directions over the non-English scene languages.", "",
+                targets_markdown(metrics), ""]
     for title, family, shown, note in SECTIONS:
         table = family_table(metrics, family, shown)
         if table is None:
