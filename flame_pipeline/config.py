@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 
 class ConfigError(ValueError):
@@ -123,7 +123,8 @@ class EmbedConfig(Section):
     max_tokens: int = Field(512, ge=8)  # captions longer are truncated and flagged
     prompt_sets: dict[str, PromptSet]
     # which prompt set embeds which caption field; order = stored embedding order
-    plan: list[tuple[Literal["caption", "long_caption"], str]] = [
+    # (Strict(False): params.yaml writes each entry as a list)
+    plan: list[Annotated[tuple[Literal["caption", "long_caption"], str], Strict(False)]] = [
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
     # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)

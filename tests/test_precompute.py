@@ -80,6 +80,22 @@ def test_every_row_is_embedded_in_the_stored_format(tmp_path):
     assert out.rows["embed_index"] == 7
 
 
+def test_a_facet_set_added_in_params_needs_no_code(tmp_path):
+    cfg = load_profile("tiny", PARAMS)
+    sets = {k: v.model_dump() for k, v in cfg.embed.prompt_sets.items()}
+    sets["colour"] = {"prefix": 'Picture : "{caption}" .',
+                      "facets": [' its main colour in one word:"', ' its shape in one word:"']}
+    cfg = profile(tmp_path, **{"embed.prompt_sets": sets, "embed.postprocess": "none",
+                               "embed.plan": [["caption", "single"], ["caption", "colour"]]})
+    write_captions(cfg)
+    precompute.embed(cfg)
+    meta = json.loads(Paths.of(cfg).embed_meta.read_text())
+    assert meta["names"] == ["single", "colour/0", "colour/1"]
+    row = next(iter(iter_shards(Paths.of(cfg).embed_shards)))
+    assert row["emb"].shape == (3, 64) and row["valid"].tolist() == [1, 1, 1]
+    assert float(row["emb"][1].astype(np.float32) @ row["emb"][2].astype(np.float32)) < 0.999
+
+
 def test_rerun_computes_nothing_and_one_changed_caption_recomputes_one_sample(tmp_path):
     cfg = profile(tmp_path)
     write_captions(cfg)

@@ -70,9 +70,6 @@ class PromptBuilder:
         return _Template(self.lead + self._ids(before), self._ids(after),
                          [self._ids(f) for f in ps.facets])
 
-    def n_facets(self, prompt_set: str) -> int:
-        return len(self.template(prompt_set).facets)
-
     def template(self, prompt_set: str) -> _Template:
         if prompt_set not in self._sets:
             raise KeyError(f"unknown prompt set {prompt_set!r}; embed.prompt_sets has "
