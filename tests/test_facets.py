@@ -8,7 +8,7 @@ import torch
 
 from flame_pipeline.config import load_profile
 from flame_pipeline.text import facets
-from flame_pipeline.text.llm import load_llm
+from flame_pipeline.text.llm import ModelNotFoundError, load_llm
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -145,9 +145,16 @@ def test_sliding_window_layers_get_the_window_in_position_space():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_one_pass_equals_each_facet_alone_smollm2(dtype):
-    cfg, model, builder = load("smollm2-135m", dtype)
+@pytest.mark.parametrize("llm,dtype", [("smollm2-135m", "fp32"), ("smollm2-135m", "bf16"),
+                                       ("qwen2.5-0.5b", "fp32"), ("gemma3-270m", "fp32")])
+def test_one_pass_equals_each_facet_alone_packaged_llm(llm, dtype):
+    """Real weights (Llama, Qwen2 and Gemma 3 architectures), converted once from GGUF."""
+    try:
+        cfg, model, builder = load(llm, dtype)
+    except ModelNotFoundError as err:   # the default LLM must be there; the others may not
+        if llm == "smollm2-135m":
+            raise
+        pytest.skip(str(err))
     check_equality(cfg, model, builder)
     target = builder.build(prepare_caption(CAPTIONS[1]), "short")
     mates = [builder.build(prepare_caption("a dot"), "short"), target,
