@@ -130,6 +130,7 @@ class EmbedConfig(Section):
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
     postprocess: Literal["none", "center"] = "center"
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
+    splits: list[Literal["train", "test"]] = ["train", "test"]   # curated splits the stage stores
 
 
 class VisionConfig(Section):

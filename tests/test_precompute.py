@@ -199,6 +199,17 @@ def test_center_needs_train_texts_only_for_sets_in_use(tmp_path):
         precompute.embed(cfg)
 
 
+def test_train_split_only_when_asked(tmp_path):
+    cfg = profile(tmp_path, **{"embed.splits": ["train"]})
+    table = write_captions(cfg)
+    out = precompute.embed(cfg)
+    index = pl.read_parquet(Paths.of(cfg).embed_index)
+    assert index["key"].to_list() == table["key"].to_list()[:4] and set(index["split"]) == {"train"}
+    assert [r["key"] for r in iter_shards(Paths.of(cfg).embed_shards)] == index["key"].to_list()
+    # 4 distinct train captions x (single, short) + their 2 long captions
+    assert out.summary["computed"] == 4 * 2 + 2
+
+
 def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
     cfg = profile(tmp_path)
     with pytest.raises(FileNotFoundError, match="captions.parquet"):

@@ -382,7 +382,9 @@ def embed(cfg: Profile) -> StageOutput:
     paths = Paths.of(cfg)
     ecfg = cfg.embed
     names = embedding_names(ecfg)
-    table = _read_captions(paths.captions)
+    # training reads only the train split; evaluation embeds its own test queries through
+    # TextEncoder (same cache), so `embed.splits: [train]` skips what it would not read
+    table = _read_captions(paths.captions).filter(pl.col("split").is_in(ecfg.splits))
     rows = _row_units(table, ecfg)
     enc = TextEncoder(ecfg, paths.embed_cache, postprocess_path(paths))
     rank, world = _rank_world()
