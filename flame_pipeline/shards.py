@@ -1,10 +1,19 @@
-"""Writing and reading MDS shards (mosaicml-streaming) for the stages' sample files."""
+"""Writing and reading MDS shards (mosaicml-streaming) for the stages' sample files.
+
+Reading goes through streaming's own shard readers: random access by global row index, with
+no shared memory and no background threads (a StreamingDataset holds ~50 /dev/shm file
+descriptors until the process ends, which a long test session or a scheduler process that
+trains many times would exhaust).
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from flame_pipeline.streaming_compat import MDSWriter, StreamingDataset
+import numpy as np
+
+from flame_pipeline.streaming_compat import MDSWriter, reader_from_json
 
 
 def write_shards(out_dir: str | Path, columns: dict[str, str], rows: Iterable[dict],
@@ -18,14 +27,31 @@ def write_shards(out_dir: str | Path, columns: dict[str, str], rows: Iterable[di
     return n
 
 
-def open_shards(local_dir: str | Path, shuffle: bool = False, seed: int = 0,
-                batch_size: int | None = None) -> StreamingDataset:
-    """A StreamingDataset over a local MDS directory (no remote; nothing is copied)."""
-    return StreamingDataset(local=str(local_dir), shuffle=shuffle, shuffle_seed=seed,
-                            batch_size=batch_size)
+class LocalShards:
+    """A local MDS directory (``index.json`` + shard files) read row by row."""
+
+    def __init__(self, local_dir: str | Path):
+        local_dir = Path(local_dir)
+        index = json.loads((local_dir / "index.json").read_text())
+        self.readers = [reader_from_json(str(local_dir), None, shard) for shard in index["shards"]]
+        self.offsets = np.cumsum([0] + [r.samples for r in self.readers])
+        self.num_samples = int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def get_item(self, i: int) -> dict:
+        if not 0 <= i < self.num_samples:
+            raise IndexError(f"row {i} of {self.num_samples}")
+        s = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.readers[s].get_item(i - int(self.offsets[s]))
+
+
+def open_shards(local_dir: str | Path) -> LocalShards:
+    return LocalShards(local_dir)
 
 
 def iter_shards(local_dir: str | Path) -> Iterator[dict]:
-    ds = open_shards(local_dir)
+    ds = LocalShards(local_dir)
     for i in range(ds.num_samples):
         yield ds.get_item(i)

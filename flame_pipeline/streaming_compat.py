@@ -14,6 +14,7 @@ if "streaming.vision" not in sys.modules:
 
 import streaming  # noqa: E402
 from streaming import MDSWriter, Stream, StreamingDataset  # noqa: E402
+from streaming.base.format import reader_from_json  # noqa: E402
 from streaming.base.util import merge_index  # noqa: E402
 
-__all__ = ["streaming", "MDSWriter", "Stream", "StreamingDataset", "merge_index"]
+__all__ = ["streaming", "MDSWriter", "Stream", "StreamingDataset", "merge_index", "reader_from_json"]

@@ -2,7 +2,7 @@
 
 Images come from the raw MDS shards (``key``, ``image``), FLAME's texts from the embed MDS
 shards (``key``, ``emb``, ``valid``), both read through mosaicml-streaming
-(``flame_pipeline.shards.open_shards``: random access to local MDS dirs). The LLM is never
+(``flame_pipeline.shards.open_shards``: random access to local MDS dirs through streaming's shard readers). The LLM is never
 loaded. The train split is the curated captions table's ``split == "train"``.
 
 Before the first step every train key is checked once; a sample missing its image, with an
@@ -62,7 +62,7 @@ def _image_problem(png: bytes) -> str | None:
 
 
 def readable_rows(dataset, shards_dir: Path, errors: list[str]) -> Iterator[tuple[int, dict]]:
-    """Every row of the StreamingDataset over ``shards_dir`` whose shard file is there with the
+    """Every row of the MDS dataset over ``shards_dir`` whose shard file is there with the
     size its ``index.json`` records; each other shard is described in ``errors`` and its rows
     are never touched (streaming waits forever on a second read of a shard it failed to find)."""
     index = json.loads((shards_dir / "index.json").read_text())
