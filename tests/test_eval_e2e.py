@@ -31,6 +31,7 @@ def test_both_models_get_every_metric_recorded(chain):
     assert flame == clip        # exactly the same benchmarks for both models
     families = {b.split("/")[0] for b, _ in flame}
     assert families == {"zeroshot", "retrieval", "long_retrieval", "long_retrieval_77",
+                        "long_retrieval_no_hn",
                         "multilingual", "linear_probe"}
     recalls = rows.filter(~pl.col("metric").str.starts_with("n_"))
     assert recalls["value"].min() >= 0.0 and recalls["value"].max() <= 100.0
