@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
+import torch
 from PIL import Image
 
 from flame_pipeline.config import Profile, load_profile
@@ -92,3 +94,13 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
         "is_long": [False] * n, "dup_group": keys,
     }).write_parquet(paths.captions)
     return cfg
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for a test module (bitwise-comparable with the 1-thread child runs),
+    restored afterwards so later tests run with the process default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

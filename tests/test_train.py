@@ -16,9 +16,10 @@ from flame_pipeline.train.baseline import LONG_CAPTION_P, CaptionTexts, tokenize
 from flame_pipeline.train.checkpoint import CheckpointError, load_clip, load_flame, read_state
 from flame_pipeline.train.data import DataError
 from flame_pipeline.train.loop import TrainingDiverged, train
-from fixtures_train import make_data, tiny_profile
+from fixtures_train import one_thread, make_data, tiny_profile  # noqa: F401 (fixture)
 
-torch.set_num_threads(1)
+# one torch thread, like the child runs they are compared with; restored after each test
+pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -13,9 +13,10 @@ from flame_pipeline.train.loss import info_nce, sigmoid_loss
 from flame_pipeline.train.optim import build_optimizer, build_scheduler, lr_factor
 from flame_pipeline.vision import preprocess
 from flame_pipeline.vision.towers import FlameModel
-from fixtures_train import make_data
+from fixtures_train import one_thread, make_data  # noqa: F401 (fixture)
 
-torch.set_num_threads(1)
+# one torch thread, like the child runs they are compared with; restored after each test
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sigmoid_loss_matches_brute_force():
