@@ -110,15 +110,17 @@ def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
 
 # ------------------------------------------------------------------ embed
 @asset_check(asset=stage_key("embed"), blocking=True,
-             description="One embedding row per curated caption; every valid embedding is finite "
+             description="One embedding row per curated caption of the stored splits (embed.splits); "
+                         "every valid embedding is finite "
                          "and unit-norm.")
 def embeddings_finite_unit_norm(flame: FlameParams) -> AssetCheckResult:
     from flame_pipeline.shards import iter_shards
 
-    paths = Paths.of(flame.load())
+    cfg = flame.load()
+    paths = Paths.of(cfg)
     if failed := _missing(paths.captions, paths.embed_meta, paths.embed_shards / "index.json"):
         return failed
-    captions = _keys(pl.read_parquet(paths.captions))
+    captions = _keys(pl.read_parquet(paths.captions).filter(pl.col("split").is_in(cfg.embed.splits)))
     names = json.loads(paths.embed_meta.read_text())["names"]
     problems, keys, n_valid, worst = [], [], 0, 0.0
     for row in iter_shards(paths.embed_shards):

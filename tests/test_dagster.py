@@ -320,6 +320,11 @@ def test_embed_check_finite_and_unit_norm(project):
     assert ev.metadata["valid_embeddings"].value == 4
     assert ev.metadata["max_norm_error"].value < 1e-3
 
+    _write_embed(paths, {"k0": _unit(rng)}, ["single", "short/0"])   # the test row's is missing
+    ev = run_checks(embeddings_finite_unit_norm)["embeddings_finite_unit_norm"]
+    assert not ev.passed
+    assert "1 captions without embeddings" in ev.metadata["problems"].value
+
     bad_nan, bad_norm = _unit(rng), _unit(rng) * 1.5
     bad_nan[1, 0] = np.nan
     _write_embed(paths, {"k0": bad_nan, "k1": bad_norm}, ["single", "short/0"])
