@@ -128,7 +128,9 @@ class EmbedConfig(Section):
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
     # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
-    postprocess: Literal["none", "center"] = "center"
+    # whiten: center, then C^-1/2 of the train split's covariance per prompt set (precompute.py)
+    postprocess: Literal["none", "center", "whiten"] = "center"
+    whiten_floor: float = Field(0.1, gt=0.0, le=1.0)   # eigenvalue floor / the largest eigenvalue
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
     splits: list[Literal["train", "test"]] = ["train", "test"]   # curated splits the stage stores
 
@@ -152,6 +154,10 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.5, ge=0)
     warmup_steps: int = Field(100, ge=0)
     positives: int = Field(6, ge=1)           # M embeddings drawn per sample per step
+    # FLAME's sigmoid loss: initial logit scale t and bias b (logit = t * cos + b). The reference's
+    # 10 / -10 suit its batch of 3072 and 30k+ steps; in a short run they hardly move.
+    logit_scale_init: float = Field(10.0, gt=0)
+    logit_bias_init: float = -10.0
     # the stored embeddings M is drawn from: names of embed/meta.json ("short/0") or whole
     # prompt sets ("long"); empty = all of them
     pool: list[str] = []

@@ -258,3 +258,47 @@ def test_text_encoder_without_postprocess_is_the_facet_mean(tmp_path):
     assert float(torch.nn.functional.cosine_similarity(torch.from_numpy(got[0]), want, dim=0)) > 0.9999
     with pytest.raises(EmptyCaptionError):
         enc.encode([""])
+
+
+def test_whitening_matrix_equalises_the_spectrum_up_to_its_floor():
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    cov = (basis * np.array([100.0, 10, 5, 1, 0.5, 0.2])) @ basis.T
+    w = precompute.whitening_matrix(cov, 1e-9)
+    assert np.allclose(w, w.T, atol=1e-6) and np.isclose(np.linalg.eigvalsh(w).max(), 1.0)
+    spectrum = np.linalg.eigvalsh(w @ cov @ w)
+    assert spectrum.max() / spectrum.min() < 1.001          # white: every direction equal
+    floored = np.linalg.eigvalsh(precompute.whitening_matrix(cov, 0.1) @ cov @ precompute.whitening_matrix(cov, 0.1))
+    # a floor of 0.1 x 100: the weakest direction (0.2) keeps 0.2 / 10.2 of its variance
+    assert np.isclose(floored.min() / floored.max(), (0.2 / 10.2) / (100 / 110), rtol=1e-4)
+
+
+def test_whiten_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "whiten", "embed.whiten_floor": 0.05})
+    write_captions(cfg)
+    precompute.embed(cfg)
+    p = Paths.of(cfg)
+    post = precompute.Postprocess.load(precompute.postprocess_path(p))
+    enc = precompute.TextEncoder.of(cfg)
+    raw, _ = enc.raw([("short", prepare_caption(c)) for c in CAPTIONS])
+    train = np.stack([r for r, s in zip(raw, SPLITS) if s == "train"]).astype(np.float64)  # [4, 3, d]
+    mean = train.mean(0)
+    centred = (train - mean).reshape(-1, train.shape[-1])
+    want_w = precompute.whitening_matrix(centred.T @ centred / len(centred), 0.05)
+    assert post.kind == "whiten" and post.floor == 0.05
+    assert np.allclose(post.means["short"], mean, atol=1e-6)
+    assert np.allclose(post.whiteners["short"], want_w, atol=1e-5)
+    rows = list(iter_shards(p.embed_shards))
+    for r, x in zip(rows, raw):
+        want = (x - mean) @ want_w
+        want /= np.linalg.norm(want, axis=-1, keepdims=True)
+        assert (np.sum(r["emb"][1:4].astype(np.float32) * want, axis=-1) >= 0.999).all()
+    got = enc.encode([CAPTIONS[4]], prompt_set="short")[0]
+    want = ((raw[4] - mean) @ want_w)
+    want = (want / np.linalg.norm(want, axis=-1, keepdims=True)).mean(0)
+    assert enc.computed == 0 and float(got @ (want / np.linalg.norm(want))) >= 0.999
+    other = load_profile("tiny", PARAMS, overrides={"data_dir": str(tmp_path / "data"),
+                                                    "embed.postprocess": "whiten",
+                                                    "embed.whiten_floor": 0.2})
+    with pytest.raises(ValueError, match="floor 0.05"):
+        precompute.TextEncoder.of(other).encode(["a dog"])

@@ -10,7 +10,10 @@ float32) vectors; the stage output applies ``embed.postprocess`` and stores floa
 
 Post-processing ``center``: the raw last-token vectors of these LLMs share one dominant
 direction (high mean cosine between unrelated captions); the mean of each facet over the
-TRAIN split is subtracted and the vector renormalised. The means live in
+TRAIN split is subtracted and the vector renormalised. ``whiten`` then also maps each prompt
+set's centred vectors through ``C^-1/2`` of their TRAIN-split covariance ``C`` (eigenvalues
+floored at ``embed.whiten_floor`` x the largest, so noise directions are not blown up), which
+spreads the few directions that dominate the cosine over all of them. The statistics live in
 ``embed/postprocess.npz`` so ``TextEncoder`` applies the same to evaluation queries.
 
 Under torchrun each rank computes its share of the missing units; rank 0 writes the outputs.
@@ -23,7 +26,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -129,25 +132,32 @@ class EmbeddingCache:
 # ------------------------------------------------------------------ post-processing
 @dataclass(frozen=True)
 class Postprocess:
-    """``none``, or ``center``: subtract a per-(prompt set, facet) mean of the train split."""
+    """``none``; ``center``: subtract a per-(prompt set, facet) mean of the train split;
+    ``whiten``: centre, then multiply by the prompt set's whitening matrix."""
     kind: str
     fingerprint: str
     means: dict[str, np.ndarray]    # prompt set -> [K, d]
+    floor: float = 0.0              # whiten: eigenvalue floor, as a fraction of the largest
+    whiteners: dict[str, np.ndarray] = field(default_factory=dict)   # prompt set -> [d, d]
 
     def apply(self, prompt_set: str, x: np.ndarray) -> np.ndarray:
         """[n, K, d] raw unit vectors -> post-processed unit vectors (float32)."""
         x = x.astype(np.float32)
-        if self.kind == "center":
+        if self.kind != "none":
             if prompt_set not in self.means:
-                raise KeyError(f"no centering statistics for prompt set {prompt_set!r} "
+                raise KeyError(f"no {self.kind} statistics for prompt set {prompt_set!r} "
                                f"(have {sorted(self.means)}); it is not in embed.plan")
             x = x - self.means[prompt_set][None]
+        if self.kind == "whiten":
+            x = x @ self.whiteners[prompt_set]
         return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
     def save(self, path: Path) -> None:
         arrays = {f"mean/{k}": v for k, v in sorted(self.means.items())}
+        arrays.update({f"whiten/{k}": v for k, v in sorted(self.whiteners.items())})
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, kind=np.array(self.kind), fingerprint=np.array(self.fingerprint), **arrays)
+            np.savez(f, kind=np.array(self.kind), fingerprint=np.array(self.fingerprint),
+                     floor=np.array(self.floor), **arrays)
 
     @classmethod
     def load(cls, path: Path) -> "Postprocess":
@@ -155,8 +165,19 @@ class Postprocess:
             raise FileNotFoundError(f"post-processing statistics not found: {path} "
                                     "(run the embed stage first)")
         with np.load(path) as z:
-            means = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("mean/")}
-            return cls(str(z["kind"]), str(z["fingerprint"]), means)
+            part = lambda name: {k.split("/", 1)[1]: z[k] for k in z.files  # noqa: E731
+                                 if k.startswith(name + "/")}
+            return cls(str(z["kind"]), str(z["fingerprint"]), part("mean"),
+                       float(z["floor"]) if "floor" in z.files else 0.0,
+                       part("whiten"))
+
+
+def whitening_matrix(cov: np.ndarray, floor: float) -> np.ndarray:
+    """Symmetric ``(C + floor * lambda_max * I)^-1/2``, scaled so its largest gain is 1."""
+    w, v = np.linalg.eigh(cov)
+    w = np.maximum(w, 0.0) + floor * max(float(w.max()), 1e-12)
+    gain = 1.0 / np.sqrt(w)
+    return ((v * (gain / gain.max())) @ v.T).astype(np.float32)
 
 
 class CosineMeter:
@@ -265,10 +286,13 @@ class TextEncoder:
                                      "stage's statistics: use TextEncoder.of(cfg) or pass "
                                      "stats_path")
                 post = Postprocess.load(self.stats_path)
-                if (post.kind, post.fingerprint) != (self.cfg.postprocess, self.fingerprint):
-                    raise ValueError(f"{self.stats_path} holds {post.kind!r} statistics of model "
-                                     f"{post.fingerprint}, not {self.cfg.postprocess!r} of "
-                                     f"{self.fingerprint}: re-run the embed stage")
+                want = (self.cfg.postprocess, self.fingerprint,
+                         self.cfg.whiten_floor if self.cfg.postprocess == "whiten" else post.floor)
+                if (post.kind, post.fingerprint, post.floor) != want:
+                    raise ValueError(f"{self.stats_path} holds {post.kind!r} statistics "
+                                     f"(floor {post.floor}) of model {post.fingerprint}, not "
+                                     f"{want[0]!r} (floor {want[2]}) of {want[1]}: "
+                                     "re-run the embed stage")
                 self._post = post
         return self._post
 
@@ -328,24 +352,43 @@ def _row_units(table: pl.DataFrame, embed_cfg: EmbedConfig) -> list[list[tuple[s
     return out
 
 
-def _fit_center(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postprocess:
-    """Per (prompt set, facet) mean of the train split's raw vectors."""
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = defaultdict(int)
+def _train_vectors(enc: TextEncoder, table: pl.DataFrame, rows: list):
+    """Yield (prompt set, raw [K, d] float64) of every train-split unit, in chunks."""
     train = [r for r, split in zip(rows, table["split"].to_list()) if split == "train"]
     for start in range(0, len(train), ROW_CHUNK):
         units = [u for r in train[start:start + ROW_CHUNK] for u in r if u is not None]
         emb, _ = enc.raw(units)
         for (ps, _), e in zip(units, emb):
-            sums[ps] = sums.get(ps, 0) + e.astype(np.float64)
-            counts[ps] += 1
+            yield ps, e.astype(np.float64)
+
+
+def fit_postprocess(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postprocess:
+    """``embed.postprocess``'s statistics from the train split: per (prompt set, facet) means,
+    and for ``whiten`` each prompt set's whitening matrix of the centred vectors (all facets)."""
+    kind = enc.cfg.postprocess
+    if kind == "none":
+        return Postprocess("none", enc.fingerprint, {})
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for ps, e in _train_vectors(enc, table, rows):
+        sums[ps] = sums.get(ps, 0) + e
+        counts[ps] += 1
     used = {u[0] for r in rows for u in r if u is not None}
     missing = sorted(used - set(sums))
     if missing:
-        raise ValueError(f"embed.postprocess=center: prompt set(s) {missing} embed test texts "
-                         "but no train-split text; cannot compute their mean")
+        raise ValueError(f"embed.postprocess={kind}: prompt set(s) {missing} embed test texts "
+                         "but no train-split text; cannot compute their statistics")
     means = {ps: (s / counts[ps]).astype(np.float32) for ps, s in sums.items()}
-    return Postprocess("center", enc.fingerprint, means)
+    if kind == "center":
+        return Postprocess("center", enc.fingerprint, means)
+    covs: dict[str, np.ndarray] = {}
+    for ps, e in _train_vectors(enc, table, rows):
+        c = e - means[ps]
+        covs[ps] = covs.get(ps, 0) + np.einsum("ki,kj->ij", c, c)
+    floor = enc.cfg.whiten_floor
+    whiteners = {ps: whitening_matrix(c / (counts[ps] * len(means[ps])), floor)
+                 for ps, c in covs.items()}
+    return Postprocess("whiten", enc.fingerprint, means, floor, whiteners)
 
 
 def _assemble(enc: TextEncoder, table: pl.DataFrame, rows: list, post: Postprocess,
@@ -400,8 +443,7 @@ def embed(cfg: Profile) -> StageOutput:
         if rank != 0:
             return StageOutput(artifacts={}, summary=summary)
 
-    post = (_fit_center(enc, table, rows) if ecfg.postprocess == "center"
-            else Postprocess("none", enc.fingerprint, {}))
+    post = fit_postprocess(enc, table, rows)
     dim = enc.cache.get([enc.key(*all_units[0])])[0][0].shape[-1] if all_units else 0
     before, after = CosineMeter(names, dim), CosineMeter(names, dim)
     truncated: list[bool] = []
