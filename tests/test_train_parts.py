@@ -195,3 +195,16 @@ def test_pool_restricts_the_drawn_embeddings(tmp_path):
         assert picked <= {0, 4, 5, 6, 7, 8, 9, 10}
     with pytest.raises(ValueError, match=r"train.pool entries \['medium'\] name no stored embedding"):
         StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["medium"]}), 64)
+
+
+def test_sigmoid_logit_scale_and_bias_start_from_the_train_config(tmp_path):
+    from flame_pipeline.train.loop import flame_recipe
+
+    paper = flame_recipe(make_data(tmp_path / "a")).model
+    assert math.isclose(paper.logit_scale.exp().item(), 10.0, rel_tol=1e-6)
+    assert paper.logit_bias.item() == -10.0
+    cfg = make_data(tmp_path / "b", overrides={"train.logit_scale_init": 20.0,
+                                               "train.logit_bias_init": -8.0})
+    model = flame_recipe(cfg).model
+    assert math.isclose(model.logit_scale.exp().item(), 20.0, rel_tol=1e-6)
+    assert model.logit_bias.item() == -8.0

@@ -268,7 +268,7 @@ def flame_recipe(cfg: Profile) -> Recipe:
     dim = llm_dim(cfg)
     texts = StoredEmbeddings(cfg, dim)
     data = TrainSamples(cfg, texts)
-    model = FlameModel(cfg.vision, dim)
+    model = FlameModel(cfg.vision, dim, cfg.train.logit_scale_init, cfg.train.logit_bias_init)
     embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
              "names": list(texts.meta["names"])}
 

@@ -3,7 +3,8 @@
 Features are all patch tokens of the ViT's last layer (after its final LayerNorm; the CLS token
 is dropped). Each token goes through Linear(d_vision -> d_llm) -> GELU -> Linear(d_llm -> d_llm)
 -> LayerNorm; the image embedding is the mean over the projected patch tokens. The model also
-holds the sigmoid loss's learned logit scale (init log 10) and bias (init -10).
+holds the sigmoid loss's learned logit scale and bias (initialised from ``train.logit_scale_init``
+and ``train.logit_bias_init``; the reference's 10 and -10).
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def vit_config(v: VisionConfig) -> ViTConfig:
 
 
 class FlameModel(nn.Module):
-    def __init__(self, vision: VisionConfig, d_llm: int):
+    def __init__(self, vision: VisionConfig, d_llm: int, logit_scale: float = 10.0,
+                 logit_bias: float = -10.0):
         super().__init__()
         self.vision_config = vision
         self.d_llm = d_llm
@@ -38,8 +40,8 @@ class FlameModel(nn.Module):
             self.vit.gradient_checkpointing_enable({"use_reentrant": False})
         self.projector = nn.Sequential(nn.Linear(vision.hidden_size, d_llm), nn.GELU(),
                                        nn.Linear(d_llm, d_llm), nn.LayerNorm(d_llm))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
 
     def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """ViT patch tokens [n, P, d_vision] (CLS dropped), in grid order (row-major)."""
