@@ -28,21 +28,27 @@ from flame_pipeline.store import ResultsStore
 
 # variant -> (what it changes, overrides of the default profile)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("default profile (all 11 stored embeddings, centred, layer -2, SmolLM2-135M)", []),
+    "base": ("default profile (all 11 stored embeddings, whitened, layer -2, Qwen2.5-0.5B)", []),
     "facets-1": ("positives drawn from the single prompt only", ["train.pool=[single]"]),
     "facets-3": ("positives from the 3 short facets only", ["train.pool=[short]"]),
     "facets-7": ("positives from the 7 long facets only", ["train.pool=[long]"]),
-    "no-center": ("no post-processing of the stored embeddings", ["embed.postprocess=none"]),
+    "logit-init-10": ("sigmoid loss starts at the reference's scale 10, bias -10",
+                      ["train.logit_scale_init=10.0", "train.logit_bias_init=-10.0"]),
+    "center": ("embeddings centred, not whitened", ["embed.postprocess=center"]),
+    "no-postprocess": ("raw last-token vectors (no centring, no whitening)", ["embed.postprocess=none"]),
     "layer-4": ("embeddings from hidden_states[-4]", ["embed.layer=-4"]),
+    "smollm2-135m": ("SmolLM2-135M as the frozen LLM", ["embed.llm=smollm2-135m"]),
     "gemma3-270m": ("Gemma-3-270M as the frozen LLM", ["embed.llm=gemma3-270m"]),
-    "qwen2.5-0.5b": ("Qwen2.5-0.5B as the frozen LLM", ["embed.llm=qwen2.5-0.5b"]),
 }
 LINKED = ("raw", "curated", "models/clip")
 
 
 def prepare(base: Paths, root: Path) -> None:
-    for rel in LINKED:
-        link, target = root / rel, base.root / rel
+    """Link the base's outputs that no variant changes into ``root``, and the base's embedding
+    cache beside it (``Paths.embed_cache`` is ``<data_dir>/../cache/embed``)."""
+    links = [(root / rel, base.root / rel) for rel in LINKED]
+    links.append((root.parent / "cache", base.embed_cache.parent))
+    for link, target in links:
         if not target.exists():
             raise SystemExit(f"ablations: run the default chain first ({target} is missing)")
         link.parent.mkdir(parents=True, exist_ok=True)
