@@ -1,9 +1,9 @@
 """FLAME and CLIP on a validation set, to choose settings without looking at the test split.
 
-The validation scenes are drawn like the training scenes (training phrasebook, no held-out
-colour/shape pair) from a random stream of their own (``split="val"``), so they are neither
-training rows nor test rows. Each scene is captioned in every language of the profile's scenes
-source. Both trained models of the profile's data dir run the same benchmarks as the evaluate
+The validation scenes (``flame_pipeline.data.scenes.validation_scenes``) are drawn like the
+training scenes (training phrasebook, no held-out colour/shape pair) from a random stream of
+their own, so they are neither training rows nor test rows; each is captioned in every language
+of the profile's scenes source. Both trained models of the profile's data dir run the same benchmarks as the evaluate
 stage (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the
 FLAME/CLIP ratio.
 
@@ -19,27 +19,21 @@ import json
 import polars as pl
 
 from flame_pipeline.config import ScenesSource, load_profile
-from flame_pipeline.data.scene_lexicon import get_language
-from flame_pipeline.data.scenes import _rng, describe, render_png, sample_scene
+from flame_pipeline.data.scenes import validation_scenes
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
 from flame_pipeline.eval.evaluate import classification_tasks, run_benchmarks
 from flame_pipeline.eval.headline import figures
 
 
 def validation_rows(src: ScenesSource, seed: int, n: int) -> tuple[pl.DataFrame, dict[str, bytes]]:
-    """``n`` validation scenes, one row per language, in the evaluation's row schema."""
+    """``validation_scenes`` in the evaluation's row schema, and their images by key."""
     rows, images = [], {}
-    for i in range(n):
-        scene = sample_scene(_rng(seed, "val", i), held_out=False)
-        png = render_png(scene, src.image_size)
-        for code in src.languages:
-            lang = get_language(code)
-            short, long = describe(scene, lang, lang.train, _rng(seed, "val", i, code))
-            key = f"scenes/val/{code}/{i:06d}"
-            images[key] = png
-            rows.append({"key": key, "source": "scenes", "split": "val", "language": code,
-                         "caption": short, "long_caption": long, "labels": json.dumps(scene.labels()),
-                         "sha256": hashlib.sha256(png).hexdigest(), "hard_negative": False})
+    for r in validation_scenes(src, seed, n):
+        images[r.key] = r.image
+        rows.append({"key": r.key, "source": r.source, "split": r.split, "language": r.language,
+                     "caption": r.caption, "long_caption": r.long_caption,
+                     "labels": json.dumps(r.labels), "sha256": hashlib.sha256(r.image).hexdigest(),
+                     "hard_negative": False})
     return pl.DataFrame(rows), images
 
 

@@ -379,3 +379,17 @@ def test_scene_sampler_respects_the_grid():
             lo_x, lo_y = o.col / 3, o.row / 3
             assert lo_x + 0.04 / 3 < o.cx - o.r and o.cx + o.r < lo_x + 1 / 3 - 0.04 / 3
             assert lo_y + 0.04 / 3 < o.cy - o.r and o.cy + o.r < lo_y + 1 / 3 - 0.04 / 3
+
+
+def test_validation_scenes_are_neither_training_nor_test_scenes(rows):
+    val = list(sc.validation_scenes(SRC, seed=7, n=30))
+    assert val == list(sc.validation_scenes(SRC, seed=7, n=30))          # deterministic
+    assert [r.key for r in val] == [f"scenes/val/{lang}/{i:06d}" for i in range(30)
+                                    for lang in SRC.languages]
+    assert {r.split for r in val} == {"val"}
+    images = {r.image for r in val}
+    assert len(images) == 30 and not images & {r.image for r in rows}    # scenes of their own
+    for r in val:   # drawn like training scenes: training phrasings, no held-out pair
+        assert not _markers(r.language).search(r.caption + " " + r.long_caption), (r.key, r.long_caption)
+        if r.language == "en":
+            assert not {(c, s) for _, c, s in MENTION.findall(r.long_caption.lower())} & sc.HELD_OUT_COMBOS

@@ -9,7 +9,8 @@ Honest test sets: test captions use the lexicon's ``test`` phrasebook only, some
 (colour, shape) pairs (``HELD_OUT_COMBOS``) never appear in training scenes, and each test
 scene can come with a hard negative (one attribute swapped or the layout mirrored).
 Every sample's randomness comes from ``(seed, split, index)``, so the output is byte-identical
-across runs and the training set does not depend on ``n_test``.
+across runs and the training set does not depend on ``n_test``. ``validation_scenes`` draws a
+third stream, for choosing settings (``bench/validation.py``).
 """
 from __future__ import annotations
 
@@ -249,7 +250,8 @@ def _languages(src: ScenesSource) -> list[Language]:
     return langs
 
 
-def _rng(seed: int, *parts) -> random.Random:
+def scene_rng(seed: int, *parts) -> random.Random:
+    """The generator of one (split, index[, language]) stream: ``random.Random`` of the joined parts."""
     return random.Random(":".join(["scenes", str(seed), *map(str, parts)]))
 
 
@@ -267,7 +269,7 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
     english = get_language("en")
     foreign = [lang for lang in langs if lang.code != "en"]
     for i in range(src.n_train):
-        rng = _rng(seed, "train", i)
+        rng = scene_rng(seed, "train", i)
         scene = sample_scene(rng, held_out=False)
         lang = english
         if rng.random() < src.train_foreign_fraction:
@@ -278,20 +280,36 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
                         image=render_png(scene, src.image_size), caption=short, long_caption=long,
                         language=lang.code, split="train", labels=scene.labels())
     for i in range(src.n_test):
-        scene = sample_scene(_rng(seed, "test", i), held_out=True)
+        scene = sample_scene(scene_rng(seed, "test", i), held_out=True)
         png = render_png(scene, src.image_size)
         group = f"scene-{i:06d}"
         ref = f"scenes?seed={seed}&split=test&index={i}"
         for lang in langs:
-            short, long = describe(scene, lang, lang.test, _rng(seed, "test", i, lang.code))
+            short, long = describe(scene, lang, lang.test, scene_rng(seed, "test", i, lang.code))
             yield RawSample(key=f"scenes/test/{lang.code}/{i:06d}", source="scenes", source_ref=ref,
                             image=png, caption=short, long_caption=long, language=lang.code,
                             split="test", labels=scene.labels(), group=group)
         if src.hard_negatives:
-            neg = hard_negative(scene, _rng(seed, "test-neg", i))
+            neg = hard_negative(scene, scene_rng(seed, "test-neg", i))
             # the original's caption stream: the negative's captions differ only where the facts do
-            short, long = describe(neg, english, english.test, _rng(seed, "test", i, "en"))
+            short, long = describe(neg, english, english.test, scene_rng(seed, "test", i, "en"))
             yield RawSample(key=f"scenes/test-neg/{i:06d}", source="scenes", source_ref=ref + "&negative=1",
                             image=render_png(neg, src.image_size), caption=short, long_caption=long,
                             language="en", split="test", group=group,
                             labels={**neg.labels(), "hard_negative_of": f"scenes/test/en/{i:06d}"})
+
+
+def validation_scenes(src: ScenesSource, seed: int, n: int) -> Iterator[RawSample]:
+    """``n`` validation scenes (split ``"val"``), to choose settings without the test split:
+    drawn like training scenes (no held-out pair, training phrasebook) from a stream of their
+    own, captioned in every language of ``src``; one row per language."""
+    langs = _languages(src)
+    for i in range(n):
+        scene = sample_scene(scene_rng(seed, "val", i), held_out=False)
+        png = render_png(scene, src.image_size)
+        for lang in langs:
+            short, long = describe(scene, lang, lang.train, scene_rng(seed, "val", i, lang.code))
+            yield RawSample(key=f"scenes/val/{lang.code}/{i:06d}", source="scenes",
+                            source_ref=f"scenes?seed={seed}&split=val&index={i}", image=png,
+                            caption=short, long_caption=long, language=lang.code, split="val",
+                            labels=scene.labels(), group=f"val-{i:06d}")
