@@ -107,18 +107,25 @@ def test_token_map_takes_the_top_token_not_a_lower_rank():
     assert token_map(tokens, vocab, 2, lambda i: " " + names[i]) == [["d", "d"], ["c", "c"]]
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_output_embedding_only_from_a_tied_head(tied):
+def test_output_embedding_tied_untied_and_from_the_gguf():
+    from types import SimpleNamespace
+
     from transformers import LlamaConfig, LlamaModel
 
-    from flame_pipeline.eval.interpret import output_embedding
+    from flame_pipeline.config import EmbedConfig
+    from flame_pipeline.text.llm import output_embedding
 
     torch.manual_seed(0)
-    llm = LlamaModel(LlamaConfig(vocab_size=12, hidden_size=8, intermediate_size=16,
-                                 num_hidden_layers=1, num_attention_heads=2,
-                                 tie_word_embeddings=tied))
-    if tied:
-        torch.testing.assert_close(output_embedding(llm), llm.embed_tokens.weight.detach())
-    else:
-        with pytest.raises(ValueError, match="not tied"):
-            output_embedding(llm)
+    shape = dict(vocab_size=12, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                 num_attention_heads=2)
+    tiny = EmbedConfig(llm="tiny-random", prompt_sets={})
+    tied = LlamaModel(LlamaConfig(**shape, tie_word_embeddings=True))
+    torch.testing.assert_close(output_embedding(tiny, tied), tied.embed_tokens.weight.detach())
+    with pytest.raises(ValueError, match="untied"):
+        output_embedding(tiny, LlamaModel(LlamaConfig(**shape, tie_word_embeddings=False)))
+    # Qwen2.5's GGUF carries its own output.weight: read and dequantised, no model loaded
+    qwen = EmbedConfig(llm="qwen2.5-0.5b", prompt_sets={})
+    head = output_embedding(qwen, SimpleNamespace(config=SimpleNamespace(tie_word_embeddings=False)))
+    assert head.shape == (151936, 896) and head.dtype == torch.float32
+    norms = head.norm(dim=1)
+    assert torch.isfinite(head).all() and norms.min() > 0 and norms.std() > 0.01 * norms.mean()

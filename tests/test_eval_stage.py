@@ -18,11 +18,10 @@ from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval.evaluate import (_finished, classification_tasks, fingerprint,
                                           interpretability, run_benchmarks, truncate_texts)
-from flame_pipeline.eval.interpret import output_embedding
 from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.text.llm import load_llm
+from flame_pipeline.text.llm import load_llm, output_embedding
 from flame_pipeline.vision.towers import FlameModel
 
 from eval_oracle import OracleVision, oracle_text
@@ -127,7 +126,7 @@ def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
     assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())
     path = tmp_path / "map.png"
-    grids = interpretability(cfg, model, output_embedding(llm), lambda i: tokenizer.decode([i]),
+    grids = interpretability(cfg, model, output_embedding(cfg.embed, llm), lambda i: tokenizer.decode([i]),
                              test, images, path)
     cells = cfg.eval.interpret_cells
     assert len(grids) == cfg.eval.interpret_images

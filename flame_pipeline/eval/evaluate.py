@@ -31,7 +31,7 @@ from flame_pipeline.data.scenes import class_text as scene_class_text
 from flame_pipeline.eval import plots
 from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
-from flame_pipeline.eval.interpret import output_embedding, token_map
+from flame_pipeline.eval.interpret import token_map
 from flame_pipeline.eval.probe import linear_probe
 from flame_pipeline.eval.report import write_report
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
@@ -241,7 +241,7 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 
 def evaluate(cfg: Profile) -> StageOutput:
-    from flame_pipeline.text.llm import load_llm, load_tokenizer
+    from flame_pipeline.text.llm import load_llm, load_tokenizer, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)
@@ -279,8 +279,8 @@ def evaluate(cfg: Profile) -> StageOutput:
     if "interpretability" in cfg.eval.benchmarks:
         llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
         try:
-            vocab = output_embedding(llm)
-        except ValueError as err:      # an untied LM head: the other benchmarks still stand
+            vocab = output_embedding(cfg.embed, llm)
+        except ValueError as err:      # no LM head to map through: the other benchmarks stand
             skipped.append(f"interpretability: {err}")
             vocab = None
         del llm

@@ -41,17 +41,3 @@ def token_map(patch_tokens: torch.Tensor, output_embedding: torch.Tensor, cells:
     """The top-1 token text of each pooled cell, row by row."""
     ids = top_token_ids(pool_grid(patch_tokens, cells), output_embedding)
     return [[decode(int(i)).strip() or repr(decode(int(i))) for i in row] for row in ids]
-
-
-
-def output_embedding(llm) -> torch.Tensor:
-    """The LLM's output embedding [vocab, d]: the tied input embeddings of a base model.
-
-    The text encoder is loaded without its LM head; a model whose head is not tied to its
-    input embeddings (Qwen2.5 as converted from GGUF) has no output embedding here, and that
-    is a clear error rather than a map through the wrong matrix.
-    """
-    if not getattr(llm.config, "tie_word_embeddings", False):
-        raise ValueError(f"{llm.config.model_type}: the LM head is not tied to the input "
-                         "embeddings, and the base model loaded for text has no LM head")
-    return llm.get_input_embeddings().weight.detach().float()

@@ -250,6 +250,33 @@ def load_llm(embed_cfg: EmbedConfig):
     return model.eval().to(device), tokenizer
 
 
+def output_embedding(embed_cfg: EmbedConfig, model) -> torch.Tensor:
+    """The LLM's output embedding (LM head) [vocab, d], float32 on the CPU: ``model``'s input
+    embeddings where the head is tied to them; else the GGUF's ``output.weight``, dequantised
+    (Qwen2.5's GGUF has its own), or a checkpoint's causal-LM head. ``model`` is the base model
+    ``load_llm`` returns, which has no head of its own."""
+    if getattr(model.config, "tie_word_embeddings", False):
+        return model.get_input_embeddings().weight.detach().float().cpu()
+    src = resolve(embed_cfg.llm)
+    if src.kind in ("packaged", "gguf"):
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        tensors = {t.name: t for t in GGUFReader(_gguf_record(src)["gguf"]).tensors}
+        if "output.weight" not in tensors:
+            raise ValueError(f"{embed_cfg.llm}: the LM head is not tied to the input embeddings "
+                             "and the GGUF has no output.weight")
+        head = tensors["output.weight"]
+        return torch.from_numpy(dequantize(head.data, head.tensor_type).copy()).float()
+    if src.kind == "tiny":
+        raise ValueError("tiny-random: an untied LM head is never initialised")
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(str(src.path) if src.path else src.name,
+                                              dtype=torch.float32)
+    return lm.get_output_embeddings().weight.detach().float()
+
+
 def llm_identity(embed_cfg: EmbedConfig) -> dict:
     """What the weights are, without loading them: the key of the embedding cache."""
     src = resolve(embed_cfg.llm)
