@@ -352,43 +352,39 @@ def _row_units(table: pl.DataFrame, embed_cfg: EmbedConfig) -> list[list[tuple[s
     return out
 
 
-def _train_vectors(enc: TextEncoder, table: pl.DataFrame, rows: list):
-    """Yield (prompt set, raw [K, d] float64) of every train-split unit, in chunks."""
+def fit_postprocess(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postprocess:
+    """``embed.postprocess``'s statistics from the train split, in one pass over its vectors:
+    per (prompt set, facet) means, and for ``whiten`` each prompt set's whitening matrix of the
+    centred vectors (all facets pooled: sum of x x^T minus n * sum_k mean_k mean_k^T)."""
+    kind = enc.cfg.postprocess
+    if kind == "none":
+        return Postprocess("none", enc.fingerprint, {})
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
     train = [r for r, split in zip(rows, table["split"].to_list()) if split == "train"]
     for start in range(0, len(train), ROW_CHUNK):
         units = [u for r in train[start:start + ROW_CHUNK] for u in r if u is not None]
         emb, _ = enc.raw(units)
         for (ps, _), e in zip(units, emb):
-            yield ps, e.astype(np.float64)
-
-
-def fit_postprocess(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postprocess:
-    """``embed.postprocess``'s statistics from the train split: per (prompt set, facet) means,
-    and for ``whiten`` each prompt set's whitening matrix of the centred vectors (all facets)."""
-    kind = enc.cfg.postprocess
-    if kind == "none":
-        return Postprocess("none", enc.fingerprint, {})
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = defaultdict(int)
-    for ps, e in _train_vectors(enc, table, rows):
-        sums[ps] = sums.get(ps, 0) + e
-        counts[ps] += 1
+            e = e.astype(np.float64)
+            sums[ps] = sums.get(ps, 0) + e
+            counts[ps] += 1
+            if kind == "whiten":
+                squares[ps] = squares.get(ps, 0) + e.T @ e
     used = {u[0] for r in rows for u in r if u is not None}
     missing = sorted(used - set(sums))
     if missing:
         raise ValueError(f"embed.postprocess={kind}: prompt set(s) {missing} embed test texts "
                          "but no train-split text; cannot compute their statistics")
-    means = {ps: (s / counts[ps]).astype(np.float32) for ps, s in sums.items()}
+    means = {ps: s / counts[ps] for ps, s in sums.items()}
+    stored = {ps: m.astype(np.float32) for ps, m in means.items()}
     if kind == "center":
-        return Postprocess("center", enc.fingerprint, means)
-    covs: dict[str, np.ndarray] = {}
-    for ps, e in _train_vectors(enc, table, rows):
-        c = e - means[ps]
-        covs[ps] = covs.get(ps, 0) + np.einsum("ki,kj->ij", c, c)
+        return Postprocess("center", enc.fingerprint, stored)
     floor = enc.cfg.whiten_floor
-    whiteners = {ps: whitening_matrix(c / (counts[ps] * len(means[ps])), floor)
-                 for ps, c in covs.items()}
-    return Postprocess("whiten", enc.fingerprint, means, floor, whiteners)
+    whiteners = {ps: whitening_matrix((squares[ps] - counts[ps] * m.T @ m) / (counts[ps] * len(m)),
+                                      floor) for ps, m in means.items()}
+    return Postprocess("whiten", enc.fingerprint, stored, floor, whiteners)
 
 
 def _assemble(enc: TextEncoder, table: pl.DataFrame, rows: list, post: Postprocess,
