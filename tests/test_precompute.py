@@ -130,12 +130,14 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
               " 'embed.batch_size': 1}))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def finished():  # <fingerprint>/<batch>.npz; a batch being written sits one level deeper
+        return len(list(cache.glob("*/*.npz")))
     deadline = time.time() + 120
-    while len(list(cache.rglob("*.npz"))) < 3 and time.time() < deadline and proc.poll() is None:
+    while finished() < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list(cache.rglob("*.npz")))
+    done = finished()
     assert 3 <= done < total and not Paths.of(cfg).embed_meta.exists()
     resumed = precompute.embed(cfg)
     assert resumed.summary["computed"] == total - done
