@@ -113,6 +113,7 @@ def test_no_weight_decay_on_biases_norms_and_logit_params(tmp_path):
     assert "projector.0.weight" in {names[id(p)] for p in decay["params"]}
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert opt.defaults["betas"] == cfg.train.betas and opt.defaults["eps"] == cfg.train.eps
+    assert opt.defaults["fused"] is True                      # CPU here: the fused kernel
 
 
 def test_warmup_then_cosine():
