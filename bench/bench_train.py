@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fixtures_train import make_data  # noqa: E402
 from flame_pipeline.paths import Paths  # noqa: E402
+from flame_pipeline.text.llm import hidden_size  # noqa: E402
 from flame_pipeline.train import loop  # noqa: E402
 from flame_pipeline.train.baseline import train_baseline  # noqa: E402
 from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples  # noqa: E402
@@ -142,7 +143,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         from flame_pipeline.config import load_profile
         probe = load_profile("default", ROOT / "params.yaml")
-        dim = loop.llm_dim(probe)
+        dim = hidden_size(probe.embed)
         over = {"train.steps": args.steps, "train.warmup_steps": 2, "train.checkpoint_every": 10_000,
                 "train.log_every": 1}
         cfg = make_data(Path(tmp), n_train=2 * probe.train.batch_size, n_test=8, dim=dim, classes=8,
@@ -156,7 +157,7 @@ def main() -> None:
         print(f"train throughput: FLAME {flame_ips:.1f} images/s, CLIP {clip_ips:.1f} images/s "
               f"(FLAME/CLIP = {flame_ips / clip_ips:.2f}x)")
 
-        data = TrainSamples(cfg, StoredEmbeddings(cfg, dim))
+        data = TrainSamples(cfg, StoredEmbeddings(cfg))
         flops, seconds, peak = vision_step(cfg, data, rounds=3)
         print(f"FLAME vision step: {flops / 1e9:.1f} GFLOP per step of {b} images, {seconds:.3f} s "
               f"-> {flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.1%} of the matmul "

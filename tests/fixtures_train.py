@@ -19,6 +19,7 @@ from PIL import Image
 
 from flame_pipeline.config import Profile, load_profile
 from flame_pipeline.paths import Paths
+from flame_pipeline.text.llm import llm_identity
 from flame_pipeline.shards import write_shards
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -78,8 +79,8 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
         emb_rows.append({"key": k, "emb": emb.astype(np.float16), "valid": valid})
     write_shards(paths.embed_shards, {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
                  emb_rows, size_limit=shard_bytes)
-    paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "layer": cfg.embed.layer,
-                                            "dim": dim, "names": NAMES}))
+    paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "identity": llm_identity(cfg.embed),
+                                            "layer": cfg.embed.layer, "dim": dim, "names": NAMES}))
 
     paths.curated.mkdir(parents=True, exist_ok=True)
     caption = [f"a {COLOURS[c % len(COLOURS)]} square." for c in labels]

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import flame_pipeline.train.loop as loop
+from flame_pipeline.paths import Paths
 from flame_pipeline.train.baseline import LONG_CAPTION_P, CaptionTexts, tokenize, train_baseline
 from flame_pipeline.train.checkpoint import CheckpointError, load_clip, load_flame, read_state
 from flame_pipeline.train.data import DataError
@@ -157,10 +158,13 @@ def test_one_training_run_per_model_dir(tmp_path):
     assert train(cfg).summary["resumed_from"] == 0
 
 
-def test_embedding_dim_must_match_the_llm(tmp_path):
-    cfg = make_data(tmp_path, dim=48)
-    with pytest.raises(DataError, match=r"dim 48 .*hidden size 64"):
-        train(cfg)
+def test_embeddings_of_another_llm_or_layer_are_refused(tmp_path):
+    cfg = make_data(tmp_path)
+    for change in ({"layer": -3}, {"llm": "smollm2-135m"}):
+        other = cfg.model_copy(update={"embed": cfg.embed.model_copy(update=change)})
+        with pytest.raises(DataError, match=r"were made with .*re-run the embed stage"):
+            train(other)
+    assert not Paths.of(cfg).flame_model.exists()
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -148,7 +148,7 @@ def test_step_batches_are_rank_slices_of_one_global_stream():
 
 def test_positives_drawn_from_valid_embeddings(tmp_path):
     cfg = make_data(tmp_path, overrides={"train.positives": 6})
-    texts = StoredEmbeddings(cfg, 64)
+    texts = StoredEmbeddings(cfg)
     row = texts.shards.get_item(texts.index["s000"])          # long caption: 11 valid
     got = texts.texts("s000", torch.Generator().manual_seed(0))["texts"]
     matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got]
@@ -183,10 +183,10 @@ def test_paper_profile_builds_vit_b16_towers():
 
 def test_pool_restricts_the_drawn_embeddings(tmp_path):
     cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
-    texts = StoredEmbeddings(cfg, 64)
+    texts = StoredEmbeddings(cfg)
     assert texts.problem("s001") is None                        # its "single" is valid
     from fixtures_train import tiny_profile
-    long_only = StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["long"]}), 64)
+    long_only = StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["long"]}))
     assert long_only.problem("s001") == "no valid embedding in train.pool ['long']"
     assert texts.problem("s000") is None
     row = texts.shards.get_item(texts.index["s000"])
@@ -195,7 +195,7 @@ def test_pool_restricts_the_drawn_embeddings(tmp_path):
         picked = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
         assert picked <= {0, 4, 5, 6, 7, 8, 9, 10}
     with pytest.raises(ValueError, match=r"train.pool entries \['medium'\] name no stored embedding"):
-        StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["medium"]}), 64)
+        StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["medium"]}))
 
 
 def test_sigmoid_logit_scale_and_bias_start_from_the_train_config(tmp_path):

@@ -277,6 +277,23 @@ def output_embedding(embed_cfg: EmbedConfig, model) -> torch.Tensor:
     return lm.get_output_embeddings().weight.detach().float()
 
 
+def hidden_size(embed_cfg: EmbedConfig) -> int:
+    """The LLM's hidden size, from its config or GGUF header; the weights are not loaded."""
+    src = resolve(embed_cfg.llm)
+    if src.kind == "tiny":
+        return int(_TINY_SHAPE["hidden_size"])
+    if src.kind in ("dir", "hub"):
+        from transformers import AutoConfig
+        return int(AutoConfig.from_pretrained(str(src.path) if src.path else src.name).hidden_size)
+    from gguf import GGUFReader
+
+    reader = GGUFReader(_gguf_record(src)["gguf"])
+    arch_field = reader.fields["general.architecture"]
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    field = reader.fields[f"{arch}.embedding_length"]
+    return int(field.parts[field.data[0]][0])
+
+
 def llm_identity(embed_cfg: EmbedConfig) -> dict:
     """What the weights are, without loading them: the key of the embedding cache."""
     src = resolve(embed_cfg.llm)

@@ -32,6 +32,7 @@ from flame_pipeline.config import Profile
 from flame_pipeline.files import sha256_text
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import open_shards
+from flame_pipeline.text.llm import llm_identity
 from flame_pipeline.vision.preprocess import train_pixels
 
 
@@ -117,7 +118,7 @@ class StoredEmbeddings:
     pool (``train.pool``, default all), else M draws with replacement among those.
     """
 
-    def __init__(self, cfg: Profile, expected_dim: int):
+    def __init__(self, cfg: Profile):
         paths = Paths.of(cfg)
         if not paths.embed_meta.is_file() or not (paths.embed_shards / "index.json").is_file():
             raise DataError(f"embeddings not found under {paths.embed} (run the embed stage first)")
@@ -125,11 +126,11 @@ class StoredEmbeddings:
         self.dim = int(self.meta["dim"])
         self.n_texts = len(self.meta["names"])
         self.positives = cfg.train.positives
-        if self.dim != expected_dim:
-            raise DataError(
-                f"stored embeddings have dim {self.dim} ({paths.embed_meta}) but the LLM in "
-                f"params (embed.llm={cfg.embed.llm!r}) has hidden size {expected_dim}: "
-                "re-run the embed stage for this LLM")
+        made = {"llm": self.meta.get("identity"), "layer": self.meta.get("layer")}
+        wanted = {"llm": llm_identity(cfg.embed), "layer": cfg.embed.layer}
+        if made != wanted:
+            raise DataError(f"stored embeddings ({paths.embed_meta}) were made with {made}, but "
+                            f"params give {wanted}: re-run the embed stage")
         self.pool = pool_mask(self.meta["names"], cfg.train.pool)
         self.shards = open_shards(paths.embed_shards)
         self.index: dict[str, int] = {}

@@ -243,30 +243,9 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
 
 
 # ------------------------------------------------------------------ FLAME
-def llm_dim(cfg: Profile) -> int:
-    """Hidden size of the LLM named in params (``embed.llm``), from its config or GGUF header;
-    the weights are never loaded."""
-    from transformers import AutoConfig
-
-    from flame_pipeline.text import llm
-
-    src = llm.resolve(cfg.embed.llm)
-    if src.kind == "tiny":
-        return int(llm.llm_identity(cfg.embed)["shape"]["hidden_size"])
-    if src.kind in ("dir", "hub"):
-        return int(AutoConfig.from_pretrained(str(src.path) if src.path else src.name).hidden_size)
-    from gguf import GGUFReader
-
-    reader = GGUFReader(llm._gguf_record(src)["gguf"])
-    arch_field = reader.fields["general.architecture"]
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    field = reader.fields[f"{arch}.embedding_length"]
-    return int(field.parts[field.data[0]][0])
-
-
 def flame_recipe(cfg: Profile) -> Recipe:
-    dim = llm_dim(cfg)
-    texts = StoredEmbeddings(cfg, dim)
+    texts = StoredEmbeddings(cfg)
+    dim = texts.dim
     data = TrainSamples(cfg, texts)
     model = FlameModel(cfg.vision, dim, cfg.train.logit_scale_init, cfg.train.logit_bias_init)
     embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
