@@ -21,7 +21,7 @@ from flame_pipeline.shards import iter_shards
 from flame_pipeline.text import precompute
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
-from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, prepare_caption
+from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -304,3 +304,27 @@ def test_whiten_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
                                                     "embed.whiten_floor": 0.2})
     with pytest.raises(ValueError, match="floor 0.05"):
         precompute.TextEncoder.of(other).encode(["a dog"])
+
+
+def test_forward_batches_keep_to_the_row_and_padded_token_limits(tmp_path):
+    cfg = profile(tmp_path, **{"embed.batch_size": 3, "embed.batch_tokens": 20})
+    enc = precompute.TextEncoder(cfg.embed, tmp_path / "cache")
+    items = [(f"k{n}", PromptTokens(prefix=[1] * n, facets=[], truncated=False))
+             for n in (2, 3, 5, 6, 9, 10, 25)]
+    chunks = [[tok.n_tokens for _, tok in c] for c in enc._batches(items)]
+    # rows capped at 3; a prompt joins only while rows x its length stays <= 20; 25 goes alone
+    assert chunks == [[2, 3, 5], [6, 9], [10], [25]]
+
+
+def test_token_limited_batches_give_the_same_vectors(tmp_path):
+    texts = [prepare_caption(t) for t in CAPTIONS + [t for t in LONG if t]]
+    vectors = []
+    for limit in (0, 60):
+        cfg = profile(tmp_path / str(limit), **{"embed.batch_size": 8, "embed.batch_tokens": limit})
+        enc = precompute.TextEncoder(cfg.embed, tmp_path / str(limit) / "cache")
+        units = [(ps, t) for t in texts for ps in ("single", "long")]
+        emb, _ = enc.raw(units)
+        vectors.append((np.concatenate(emb), enc.forward_passes))
+    (full, few), (limited, many) = vectors
+    assert many > few
+    np.testing.assert_allclose(limited, full, atol=1e-5)

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import device_and_dtype, llm_identity, load_llm
-from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, prepare_caption
+from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
 
 log = logging.getLogger(__name__)
 
@@ -254,22 +255,33 @@ class TextEncoder:
         by_set: dict[str, list] = defaultdict(list)
         for key, (ps, text) in todo:
             by_set[ps].append((key, builder.build(text, ps)))
-        bs = self.cfg.batch_size
         for ps in sorted(by_set):
             items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
-            start_time, tokens = time.perf_counter(), 0
-            for n, start in enumerate(range(0, len(items), bs), 1):
-                chunk = items[start:start + bs]
+            start_time, tokens, done = time.perf_counter(), 0, 0
+            for n, chunk in enumerate(self._batches(items), 1):
                 emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
                 self.forward_passes += 1
                 self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
                                [tok.truncated for _, tok in chunk])
                 self.computed += len(chunk)
+                done += len(chunk)
                 tokens += sum(tok.n_tokens for _, tok in chunk)
-                if n % LOG_EVERY == 0 or start + bs >= len(items):
-                    log.info("embedded %d/%d %r texts, %.0f tokens/s", min(start + bs, len(items)),
-                             len(items), ps, tokens / (time.perf_counter() - start_time))
+                if n % LOG_EVERY == 0 or done == len(items):
+                    log.info("embedded %d/%d %r texts, %.0f tokens/s", done, len(items), ps,
+                             tokens / (time.perf_counter() - start_time))
         return len(todo)
+
+    def _batches(self, items: list[tuple[str, PromptTokens]]) -> Iterator[list]:
+        """Consecutive runs of the length-sorted ``items``: at most ``embed.batch_size`` prompts
+        and (``embed.batch_tokens`` > 0) at most that many padded tokens, at least one prompt."""
+        rows, limit, chunk = self.cfg.batch_size, self.cfg.batch_tokens, []
+        for item in items:      # sorted by length: this item is the chunk's longest so far
+            if chunk and (len(chunk) == rows or (limit and (len(chunk) + 1) * item[1].n_tokens > limit)):
+                yield chunk
+                chunk = []
+            chunk.append(item)
+        if chunk:
+            yield chunk
 
     def raw(self, units: list[tuple[str, str]]) -> tuple[list[np.ndarray], list[bool]]:
         """Cached raw [K, d] vectors and truncated flags of units (computing what is missing)."""
