@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "facets-1": ("positives drawn from the single prompt only", ["train.pool=[single]"]),
     "facets-3": ("positives from the 3 short facets only", ["train.pool=[short]"]),
     "facets-7": ("positives from the 7 long facets only", ["train.pool=[long]"]),
+    "lr-5e-4": ("the reference's lr 5e-4 (default 1e-3)", ["train.lr=0.0005"]),
     "logit-init-10": ("sigmoid loss starts at the reference's scale 10, bias -10",
                       ["train.logit_scale_init=10.0", "train.logit_bias_init=-10.0"]),
     "center": ("embeddings centred, not whitened", ["embed.postprocess=center"]),
