@@ -121,7 +121,7 @@ class EmbedConfig(Section):
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int = Field(16, ge=1)   # most prompts per forward pass
     # most padded tokens per forward pass (rows x longest prompt); 0 = no limit. On 2 CPU cores
-    # Qwen2.5-0.5B embeds long 7-facet prompts (~250 tokens) ~20% faster two at a time than 16
+    # Qwen2.5-0.5B embeds long 7-facet prompts (~250 tokens) ~12% faster two at a time than 16
     batch_tokens: int = Field(0, ge=0)
     max_tokens: int = Field(512, ge=8)  # captions longer are truncated and flagged
     prompt_sets: dict[str, PromptSet]

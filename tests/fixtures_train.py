@@ -19,8 +19,8 @@ from PIL import Image
 
 from flame_pipeline.config import Profile, load_profile
 from flame_pipeline.paths import Paths
-from flame_pipeline.text.llm import llm_identity
 from flame_pipeline.shards import write_shards
+from flame_pipeline.text.llm import llm_identity
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 NAMES = ["single", "short/0", "short/1", "short/2"] + [f"long/{i}" for i in range(7)]
