@@ -1,9 +1,10 @@
 """FLAME and CLIP on a validation set, to choose settings without looking at the test split.
 
 The validation scenes (``flame_pipeline.data.scenes.validation_scenes``) are drawn like the
-training scenes (training phrasebook, no held-out colour/shape pair) from a random stream of
-their own, so they are neither training rows nor test rows; each is captioned in every language
-of the profile's scenes source. Both trained models of the profile's data dir run the same benchmarks as the evaluate
+training scenes (no held-out colour/shape pair) from a random stream of their own and captioned
+with a phrasebook of their own, so they are neither training rows nor test rows, and, like the
+test's, their phrasings are new to the model; each is captioned in every language of the
+profile's scenes source. Both trained models of the profile's data dir run the same benchmarks as the evaluate
 stage (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the
 FLAME/CLIP ratio.
 

@@ -30,7 +30,8 @@ def by_key(rows):
 
 # --------------------------------------------------------------- an English caption parser
 COLOURS, SHAPES = sc.SCENE_CLASSES["colour"], sc.SCENE_CLASSES["shape"]
-SIZE_WORDS = {"small": "small", "tiny": "small", "large": "large", "big": "large"}
+SIZE_WORDS = {"small": "small", "tiny": "small", "little": "small", "large": "large", "big": "large",
+              "huge": "large"}
 MENTION = re.compile(rf"\b(?:({'|'.join(SIZE_WORDS)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 NUMBERS = {"one": 1, "single": 1, "two": 2, "three": 3, "four": 4}
 
@@ -46,7 +47,7 @@ def parse_long(text: str) -> dict:
         s = sent.lower()
         ms = MENTION.findall(s)
         if not ms:
-            if _has(s, "background", "backdrop"):
+            if _has(s, "background", "backdrop", "canvas"):
                 facts["background"] = next(b for b in ("white", "grey", "black") if _has(s, b))
             else:
                 facts["count"] = next(n for w, n in NUMBERS.items() if _has(s, w))
@@ -60,8 +61,8 @@ def parse_long(text: str) -> dict:
             assert len(ms) == 2, sent
             rest = MENTION.sub("", s)
             kinds = [k for k, words in (("left", ["left"]), ("right", ["right"]),
-                                        ("above", ["above", "higher", "over"]),
-                                        ("below", ["below", "under", "beneath", "lower"]))
+                                        ("above", ["above", "higher", "over", "top"]),
+                                        ("below", ["below", "under", "beneath", "lower", "bottom"]))
                      if _has(rest, *words)]
             assert len(kinds) == 1, sent
             facts["relations"].append(((ms[0][1], ms[0][2]), kinds[0], (ms[1][1], ms[1][2])))
@@ -74,11 +75,13 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(img).astype(np.int32)
 
 
-def nearest_palette(arr: np.ndarray, background: str) -> np.ndarray:
+def nearest_palette(arr: np.ndarray, background: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's nearest palette name, and whether it is that colour up to the jitter
+    (anti-aliased edges, e.g. yellow over black, can be nearest to another colour)."""
     names = [background, *COLOURS]
     pal = np.array([sc.BACKGROUND_RGB[background], *(sc.RGB[c] for c in COLOURS)])
     d = ((arr[:, :, None, :] - pal[None, None]) ** 2).sum(-1)
-    return np.array(names, dtype=object)[d.argmin(-1)]
+    return np.array(names, dtype=object)[d.argmin(-1)], d.min(-1) <= 3 * sc.COLOUR_JITTER ** 2
 
 
 def cell_slices(size, row, col):
@@ -92,7 +95,7 @@ def check_pixels(row) -> dict:
     facts = parse_long(row.long_caption)
     arr = pixels(row.image)
     size = arr.shape[0]
-    names = nearest_palette(arr, facts["background"])
+    names, exact = nearest_palette(arr, facts["background"])
     assert names[0, 0] == facts["background"] and len(set(arr[0, 0].tolist())) == 1  # untinted
     assert facts["count"] == len(facts["objects"]) == int(row.labels["count"])
     occupied = {cell for *_, cell in facts["objects"]}
@@ -105,7 +108,7 @@ def check_pixels(row) -> dict:
     for obj_size, colour, shape, (r, c) in facts["objects"]:
         ys, xs = cell_slices(size, r, c)
         cell = names[ys, xs]
-        fg = Counter(cell[cell != facts["background"]].tolist())
+        fg = Counter(cell[(cell != facts["background"]) & exact[ys, xs]].tolist())
         assert fg and fg.most_common(1)[0][0] == colour, (row.key, colour, fg)
         yy, xx = np.nonzero(cell == colour)
         area[(colour, shape)] = (obj_size, shape, len(yy))
@@ -184,18 +187,21 @@ def test_held_out_combos_never_in_training_but_in_test():
     assert {s for _, s in sc.HELD_OUT_COMBOS} == set(SHAPES)
 
 
-def _markers(code):
-    return re.compile("|".join(rf"\b{re.escape(m)}\b" for m in LANGUAGES[code].markers), re.IGNORECASE)
+def _markers(code, book="test"):
+    words = LANGUAGES[code].markers if book == "test" else LANGUAGES[code].val_markers
+    return re.compile("|".join(rf"\b{re.escape(m)}\b" for m in words), re.IGNORECASE)
 
 
+@pytest.mark.parametrize("book", ["test", "val"])
 @pytest.mark.parametrize("code", ALL_LANGS)
-def test_test_phrasings_are_held_out_of_the_lexicon(code):
-    lang, marker = LANGUAGES[code], _markers(code)
-    for template in lang.test.templates():
+def test_test_and_validation_phrasings_are_held_out_of_the_lexicon(code, book):
+    lang, marker = LANGUAGES[code], _markers(code, book)
+    for template in getattr(lang, book).templates():
         assert marker.search(template), (code, template)
-    train_words = [*lang.train.templates(), lang.train.conj, *lang.train.sizes.values()]
-    for template in train_words:
-        assert not marker.search(template), (code, template)
+    for other in {"train", "test", "val"} - {book}:
+        words = getattr(lang, other)
+        for template in [*words.templates(), words.conj, *words.sizes.values()]:
+            assert not marker.search(template), (code, other, template)
 
 
 def test_held_out_phrasings_never_in_training_captions(rows):
@@ -205,9 +211,11 @@ def test_held_out_phrasings_never_in_training_captions(rows):
     for r in train:
         for text in (r.caption, r.long_caption):
             assert not _markers(r.language).search(text), (r.key, text)
+            assert not _markers(r.language, "val").search(text), (r.key, text)
     test = [r for r in rows if r.split == "test"]
     for r in test:
         assert _markers(r.language).search(r.long_caption), (r.key, r.long_caption)
+        assert not _markers(r.language, "val").search(r.caption + " " + r.long_caption), r.key
     held = sum(bool(_markers(r.language).search(r.caption)) for r in test)
     assert held / len(test) > 0.5
 
@@ -389,7 +397,18 @@ def test_validation_scenes_are_neither_training_nor_test_scenes(rows):
     assert {r.split for r in val} == {"val"}
     images = {r.image for r in val}
     assert len(images) == 30 and not images & {r.image for r in rows}    # scenes of their own
-    for r in val:   # drawn like training scenes: training phrasings, no held-out pair
-        assert not _markers(r.language).search(r.caption + " " + r.long_caption), (r.key, r.long_caption)
+    english = {r.key.split("/")[-1]: r for r in val if r.language == "en"}
+    for r in val:   # no held-out pair, and phrasings of their own: neither training's nor the test's
+        text = r.caption + " " + r.long_caption
+        assert not _markers(r.language).search(text), (r.key, text)
+        assert _markers(r.language, "val").search(r.long_caption), (r.key, r.long_caption)
+        facts = parse_long(english[r.key.split("/")[-1]].long_caption)
         if r.language == "en":
-            assert not {(c, s) for _, c, s in MENTION.findall(r.long_caption.lower())} & sc.HELD_OUT_COMBOS
+            check_pixels(r)
+            assert not {(o[1], o[2]) for o in facts["objects"]} & sc.HELD_OUT_COMBOS
+        else:
+            colours, shapes, suffix = WORDS[r.language]
+            assert _found(colours, text, suffix) == {o[1] for o in facts["objects"]}, (r.key, text)
+            assert _found(shapes, text) == {o[2] for o in facts["objects"]}, (r.key, text)
+    held = sum(bool(_markers(r.language, "val").search(r.caption)) for r in val)
+    assert held / len(val) > 0.5

@@ -1,8 +1,10 @@
 """Per-language words, inflection and sentence templates for the scene captions.
 
-Every language has two phrasebooks: ``train`` (phrasings used for training captions) and
-``test`` (phrasings used only in test captions). ``markers`` lists words and phrases that
-occur only in the test phrasebook, so a test can prove no training caption uses them.
+Every language has three phrasebooks: ``train`` (phrasings used for training captions),
+``test`` (phrasings used only in test captions) and ``val`` (phrasings used only in validation
+captions, so that settings are chosen on phrasings the model never saw, as the test's are,
+without looking at the test's). ``markers`` / ``val_markers`` list words and phrases that occur
+only in the test / validation phrasebook, so a test can prove no other caption uses them.
 
 Template slots: ``{objs}`` list of indefinite noun phrases, ``{a}`` indefinite noun phrase
 with size, ``{the}`` definite subject, ``{other}`` the second object after a relation
@@ -60,7 +62,9 @@ class Language(ABC):
     backgrounds: Mapping[str, tuple[str, str]]  # colour -> (predicative, attributive)
     train: Phrasebook
     test: Phrasebook
+    val: Phrasebook
     markers: tuple[str, ...]
+    val_markers: tuple[str, ...]
 
     @abstractmethod
     def indefinite(self, colour: str, shape: str, size: str) -> str:
@@ -137,6 +141,22 @@ class English(Language):
     markers = ("big", "tiny", "showing", "rendering", "backdrop", "visible", "spot", "located",
                "one can see", "upper", "lower", "middle", "hand side", "sits", "further", "higher",
                "positioned", "beneath", "as well as")
+    val = _book(
+        short=["a drawing of {objs}", "{objs} drawn on a {bg} canvas"],
+        count_one=["Just one figure appears."],
+        count_many=["Altogether {n} figures appear."],
+        obj=["{a} appears {pos}."],
+        relation={"left": ["{the} appears closer to the left than {other_def}."],
+                  "right": ["{the} appears closer to the right than {other_def}."],
+                  "above": ["{the} appears nearer the top than {other_def}."],
+                  "below": ["{the} appears nearer the bottom than {other_def}."]},
+        background=["The canvas is {bg}."],
+        positions=["toward the top left", "toward the top", "toward the top right", "toward the left",
+                   "at the centre", "toward the right", "toward the bottom left", "toward the bottom",
+                   "toward the bottom right"],
+        sizes={"small": "little", "large": "huge"}, conj="plus")
+    val_markers = ("drawing", "drawn", "canvas", "just one", "figure", "figures", "altogether", "appear",
+                   "appears", "closer", "nearer", "toward", "centre", "little", "huge", "plus")
 
 
 class German(Language):
@@ -195,6 +215,22 @@ class German(Language):
         sizes={"small": "klein", "large": "groß"}, conj="sowie")
     markers = ("vor", "zu sehen", "befindet sich", "liegt", "weiter", "höher", "tiefer",
                "Hintergrundfarbe", "Bereich", "Rand", "genau", "sowie")
+    val = _book(
+        short=["Zeichnung: {objs}", "{objs}, gezeichnet auf {bg_attr} Grund"],
+        count_one=["Man erkennt eine einzelne Figur."],
+        count_many=["Man erkennt {n} Figuren."],
+        obj=["{a} erscheint {pos}."],
+        relation={"left": ["{the} erscheint links neben {other}."],
+                  "right": ["{the} erscheint rechts neben {other}."],
+                  "above": ["{the} ist oberhalb von {other}."],
+                  "below": ["{the} ist unterhalb von {other}."]},
+        background=["Der Untergrund ist {bg}."],
+        positions=["in der linken oberen Ecke", "oben mittig", "in der rechten oberen Ecke", "links mittig",
+                   "mittig", "rechts mittig", "in der linken unteren Ecke", "unten mittig",
+                   "in der rechten unteren Ecke"],
+        sizes={"small": "winzig", "large": "riesig"}, conj="und dazu")
+    val_markers = ("Zeichnung", "gezeichnet", "Grund", "erkennt", "Figur", "Figuren", "erscheint", "neben",
+                   "oberhalb", "unterhalb", "Untergrund", "Ecke", "mittig", "winzig", "riesig", "dazu")
 
 
 class French(Language):
@@ -259,6 +295,22 @@ class French(Language):
         sizes={"small": "petit", "large": "grand"}, conj="ainsi que")
     markers = ("montrant", "arrière-plan", "on voit", "se trouve", "se situe", "supérieur",
                "inférieur", "côté", "milieu", "ainsi que")
+    val = _book(
+        short=["un dessin de {objs}", "{objs}, le tout sur un fond {bg}"],
+        count_one=["On distingue une seule figure."],
+        count_many=["On distingue {n} figures."],
+        obj=["{a} apparaît {pos}."],
+        relation={"left": ["{the} apparaît à gauche {other}."],
+                  "right": ["{the} apparaît à droite {other}."],
+                  "above": ["{the} apparaît au-dessus {other}."],
+                  "below": ["{the} apparaît au-dessous {other}."]},
+        background=["Le fond de l'image est {bg}."],
+        positions=["vers le haut à gauche", "vers le haut", "vers le haut à droite", "vers la gauche",
+                   "pile au centre", "vers la droite", "vers le bas à gauche", "vers le bas",
+                   "vers le bas à droite"],
+        sizes={"small": "minuscule", "large": "énorme"}, conj="et aussi")
+    val_markers = ("dessin", "le tout", "distingue", "figure", "figures", "apparaît", "au-dessous",
+                   "fond de l'image", "vers", "pile", "minuscule", "énorme", "et aussi")
 
 
 class _Romance(Language):
@@ -336,6 +388,24 @@ class Spanish(_Romance):
         sizes={"small": "pequeño", "large": "grande"}, conj="así como")
     markers = ("muestra", "color", "se ve", "se ven", "se encuentra", "superior", "inferior",
                "lado", "medio", "así como")
+    val = _book(
+        short=["un dibujo de {objs}", "{objs} con un fondo {bg}"],
+        count_one=["Aparece una única figura."],
+        count_many=["Aparecen {n} figuras."],
+        obj=["{a} aparece {pos}."],
+        relation={"left": ["{the} aparece a la izquierda {other}."],
+                  "right": ["{the} aparece a la derecha {other}."],
+                  "above": ["{the} aparece por encima {other}."],
+                  "below": ["{the} aparece por debajo {other}."]},
+        background=["Se trata de un fondo {bg}."],
+        positions=["en la zona de arriba a la izquierda", "en la zona de arriba",
+                   "en la zona de arriba a la derecha", "en la zona izquierda", "justo en el centro",
+                   "en la zona derecha", "en la zona de abajo a la izquierda", "en la zona de abajo",
+                   "en la zona de abajo a la derecha"],
+        sizes={"small": "diminuto", "large": "enorme"}, conj="y también")
+    val_markers = ("dibujo", "con un fondo", "aparece", "aparecen", "figura", "figuras", "por encima",
+                   "por debajo", "se trata", "zona", "justo", "diminuto", "diminuta", "enorme",
+                   "y también")
 
 
 class Italian(_Romance):
@@ -382,6 +452,23 @@ class Italian(_Romance):
         sizes={"small": "piccolo", "large": "grande"}, conj="nonché")
     markers = ("mostra", "colore", "si vede", "si vedono", "si trova", "superiore", "inferiore",
                "lato", "mezzo", "nonché")
+    val = _book(
+        short=["un disegno di {objs}", "{objs} con uno sfondo {bg}"],
+        count_one=["Compare una sola figura."],
+        count_many=["Compaiono {n} figure."],
+        obj=["{a} compare {pos}."],
+        relation={"left": ["{the} compare a sinistra {other}."],
+                  "right": ["{the} compare a destra {other}."],
+                  "above": ["{the} compare al di sopra {other}."],
+                  "below": ["{the} compare al di sotto {other}."]},
+        background=["Si tratta di uno sfondo {bg}."],
+        positions=["nella zona in alto a sinistra", "nella zona in alto", "nella zona in alto a destra",
+                   "nella zona a sinistra", "proprio al centro", "nella zona a destra",
+                   "nella zona in basso a sinistra", "nella zona in basso", "nella zona in basso a destra"],
+        sizes={"small": "minuscolo", "large": "enorme"}, conj="e anche")
+    val_markers = ("disegno", "con uno sfondo", "compare", "compaiono", "figura", "figure", "al di sopra",
+                   "al di sotto", "si tratta", "zona", "proprio", "minuscolo", "minuscola", "enorme",
+                   "e anche")
 
 
 class Portuguese(_Romance):
@@ -424,6 +511,23 @@ class Portuguese(_Romance):
         sizes={"small": "pequeno", "large": "grande"}, conj="bem como")
     markers = ("mostra", "diante", "plano de fundo", "vê-se", "veem-se", "encontra-se", "posição", "superior", "inferior",
                "lado", "meio", "bem como")
+    val = _book(
+        short=["um desenho de {objs}", "{objs} com um fundo {bg}"],
+        count_one=["Aparece um único símbolo."],
+        count_many=["Aparecem {n} símbolos."],
+        obj=["{a} aparece {pos}."],
+        relation={"left": ["{the} aparece à esquerda {other}."],
+                  "right": ["{the} aparece à direita {other}."],
+                  "above": ["{the} aparece por cima {other}."],
+                  "below": ["{the} aparece por baixo {other}."]},
+        background=["Trata-se de um fundo {bg}."],
+        positions=["na zona de cima à esquerda", "na zona de cima", "na zona de cima à direita",
+                   "na zona esquerda", "bem no centro", "na zona direita", "na zona de baixo à esquerda",
+                   "na zona de baixo", "na zona de baixo à direita"],
+        sizes={"small": "minúsculo", "large": "enorme"}, conj="e também")
+    val_markers = ("desenho", "com um fundo", "aparece", "aparecem", "símbolo", "símbolos", "por cima",
+                   "por baixo", "trata-se", "zona", "bem no", "minúsculo", "minúscula", "enorme",
+                   "e também")
 
 
 class Dutch(Language):
@@ -436,7 +540,8 @@ class Dutch(Language):
     colours = {"red": "rood", "orange": "oranje", "yellow": "geel", "green": "groen",
                "blue": "blauw", "purple": "paars", "pink": "roze", "brown": "bruin"}
     inflected = {"rood": "rode", "geel": "gele", "groen": "groene", "blauw": "blauwe",
-                 "paars": "paarse", "bruin": "bruine", "klein": "kleine", "groot": "grote"}
+                 "paars": "paarse", "bruin": "bruine", "klein": "kleine", "groot": "grote",
+                 "piepklein": "piepkleine", "reusachtig": "reusachtige"}
 
     def _adj(self, lemma, bare):
         return lemma if bare else self.inflected.get(lemma, lemma)
@@ -478,6 +583,22 @@ class Dutch(Language):
     markers = ("plaatje", "tegen", "te zien", "bevindt zich", "linkerbovenhoek", "rechterbovenhoek",
                "linkerbenedenhoek", "rechterbenedenhoek", "bovenrand", "onderrand", "linkerkant",
                "rechterkant", "centrum", "kleur", "evenals")
+    val = _book(
+        short=["een tekening van {objs}", "{objs} op een {bg_attr} ondergrond"],
+        count_one=["Je ziet één figuur."],
+        count_many=["Je ziet {n} figuren."],
+        obj=["{a} verschijnt {pos}."],
+        relation={"left": ["{the} verschijnt links naast {other}."],
+                  "right": ["{the} verschijnt rechts naast {other}."],
+                  "above": ["{the} verschijnt boven {other}."],
+                  "below": ["{the} verschijnt onder {other}."]},
+        background=["De ondergrond is {bg}."],
+        positions=["helemaal linksboven", "helemaal bovenaan", "helemaal rechtsboven", "helemaal links",
+                   "pal in het midden", "helemaal rechts", "helemaal linksonder", "helemaal onderaan",
+                   "helemaal rechtsonder"],
+        sizes={"small": "piepklein", "large": "reusachtig"}, conj="en ook")
+    val_markers = ("tekening", "ondergrond", "je ziet", "figuur", "figuren", "verschijnt", "naast",
+                   "helemaal", "pal", "piepklein", "reusachtig", "en ook")
 
 
 LANGUAGES: Mapping[str, Language] = MappingProxyType(

@@ -10,7 +10,7 @@ Honest test sets: test captions use the lexicon's ``test`` phrasebook only, some
 scene can come with a hard negative (one attribute swapped or the layout mirrored).
 Every sample's randomness comes from ``(seed, split, index)``, so the output is byte-identical
 across runs and the training set does not depend on ``n_test``. ``validation_scenes`` draws a
-third stream, for choosing settings (``bench/validation.py``).
+third stream, captioned with a third phrasebook, for choosing settings (``bench/validation.py``).
 """
 from __future__ import annotations
 
@@ -301,14 +301,15 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
 
 def validation_scenes(src: ScenesSource, seed: int, n: int) -> Iterator[RawSample]:
     """``n`` validation scenes (split ``"val"``), to choose settings without the test split:
-    drawn like training scenes (no held-out pair, training phrasebook) from a stream of their
-    own, captioned in every language of ``src``; one row per language."""
+    drawn like training scenes (no held-out pair) from a stream of their own, captioned in
+    every language of ``src`` with the lexicon's ``val`` phrasebook (phrasings in neither
+    training nor test captions); one row per language."""
     langs = _languages(src)
     for i in range(n):
         scene = sample_scene(scene_rng(seed, "val", i), held_out=False)
         png = render_png(scene, src.image_size)
         for lang in langs:
-            short, long = describe(scene, lang, lang.train, scene_rng(seed, "val", i, lang.code))
+            short, long = describe(scene, lang, lang.val, scene_rng(seed, "val", i, lang.code))
             yield RawSample(key=f"scenes/val/{lang.code}/{i:06d}", source="scenes",
                             source_ref=f"scenes?seed={seed}&split=val&index={i}", image=png,
                             caption=short, long_caption=long, language=lang.code, split="val",
