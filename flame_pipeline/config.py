@@ -156,6 +156,9 @@ class TrainConfig(Section):
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.5, ge=0)
     warmup_steps: int = Field(100, ge=0)
+    # seed of training's randomness (initialisation, batches, drawn positives, crops); None = the
+    # profile's seed, which also draws the data: another value retrains on the same data
+    seed: int | None = None
     positives: int = Field(6, ge=1)           # M embeddings drawn per sample per step
     # FLAME's sigmoid loss: initial logit scale t and bias b (logit = t * cos + b). The reference's
     # 10 / -10 suit its batch of 3072 and 30k+ steps; in a short run they hardly move.
@@ -209,6 +212,10 @@ class Profile(Section):
     def params_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.train.seed is None else self.train.seed
 
     @property
     def root(self) -> Path:

@@ -1,6 +1,7 @@
 """The train and train_baseline stages end to end on a small fixture data_dir."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -145,6 +146,26 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train(tiny_profile(tmp_path / "fewer"))
     # fields that do not change the computation may differ
     assert train(tiny_profile(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
+
+
+def test_train_seed_retrains_on_the_same_data(tmp_path):
+    cfg = make_data(tmp_path)
+    train(cfg)
+    first = _weights(tmp_path / "models" / "flame")
+    # train.seed equal to the profile's seed is the same run: its checkpoint is accepted
+    same = tiny_profile(tmp_path, {"train.seed": cfg.seed})
+    assert train(same).summary["resumed_from"] == cfg.train.steps
+    other = tiny_profile(tmp_path, {"train.seed": cfg.seed + 1})
+    with pytest.raises(CheckpointError, match=r"seed: checkpoint 0, this run 1"):
+        train(other)
+    shutil.rmtree(tmp_path / "models" / "flame")
+    train(other)
+    second = _weights(tmp_path / "models" / "flame")
+    assert first.keys() == second.keys()
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+    shutil.rmtree(tmp_path / "models" / "flame")
+    train(cfg)                                     # and the profile's seed gives the first run again
+    assert all(torch.equal(first[k], v) for k, v in _weights(tmp_path / "models" / "flame").items())
 
 
 def test_one_training_run_per_model_dir(tmp_path):

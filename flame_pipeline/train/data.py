@@ -171,7 +171,7 @@ class TrainSamples(Dataset):
         paths = Paths.of(cfg)
         if not (paths.raw_shards / "index.json").is_file():
             raise DataError(f"raw shards not found: {paths.raw_shards} (run the download stage first)")
-        self.seed = cfg.seed
+        self.seed = cfg.train_seed
         self.size = cfg.vision.image_size
         self.scale = cfg.train.crop_scale
         self.text_source = texts

@@ -40,7 +40,7 @@ from flame_pipeline.train.optim import build_optimizer, build_scheduler
 from flame_pipeline.vision.towers import FlameModel
 
 # train fields that do not change the computation, so a checkpoint may differ in them
-NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers"},
+NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed"},
                 "vision": {"gradient_checkpointing"}}
 
 
@@ -64,7 +64,7 @@ def identity_of(cfg: Profile, **extra) -> dict:
     def section(name: str) -> dict:
         dump = getattr(cfg, name).model_dump(mode="json")
         return {k: v for k, v in dump.items() if k not in NOT_IDENTITY.get(name, set())}
-    return {"seed": cfg.seed, "vision": section("vision"), "train": section("train"), **extra}
+    return {"seed": cfg.train_seed, "vision": section("vision"), "train": section("train"), **extra}
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -193,7 +193,7 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
     if size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     dtype = autocast_dtype(t.precision, device)
-    batches = StepBatches(len(recipe.data), t.batch_size, cfg.seed, start, t.steps, rank, size)
+    batches = StepBatches(len(recipe.data), t.batch_size, cfg.train_seed, start, t.steps, rank, size)
     loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
                         pin_memory=device.type == "cuda")
     model.train()
@@ -231,7 +231,7 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
     """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
     with distributed() as device:
         rank, size = world()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.train_seed)
         recipe = build(cfg)
         with exclusive(recipe.out_dir, rank):
             start, curve = _train(cfg, recipe, device)
