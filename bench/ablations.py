@@ -44,10 +44,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 LINKED = ("raw", "curated", "models/clip")
 
 
-def prepare(base: Paths, root: Path) -> None:
-    """Link the base's outputs that no variant changes into ``root``, and the base's embedding
-    cache beside it (``Paths.embed_cache`` is ``<data_dir>/../cache/embed``)."""
-    links = [(root / rel, base.root / rel) for rel in LINKED]
+def prepare(base: Paths, root: Path, linked: tuple[str, ...] = LINKED) -> None:
+    """Link the base's outputs that no variant changes (``linked``) into ``root``, and the base's
+    embedding cache beside it (``Paths.embed_cache`` is ``<data_dir>/../cache/embed``)."""
+    links = [(root / rel, base.root / rel) for rel in linked]
     links.append((root.parent / "cache", base.embed_cache.parent))
     for link, target in links:
         if not target.exists():
