@@ -4,7 +4,7 @@ The validation scenes (``flame_pipeline.data.scenes.validation_scenes``) are dra
 training scenes (no held-out colour/shape pair) from a random stream of their own and captioned
 with a phrasebook of their own, so they are neither training rows nor test rows, and, like the
 test's, their phrasings are new to the model; each is captioned in every language of the
-profile's scenes source. Both trained models of the profile's data dir run the same benchmarks as the evaluate
+profile's scenes source and, as in the test split, comes with an English hard negative. Both trained models of the profile's data dir run the same benchmarks as the evaluate
 stage (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the
 FLAME/CLIP ratio.
 
@@ -21,6 +21,7 @@ import polars as pl
 
 from flame_pipeline.config import ScenesSource, load_profile
 from flame_pipeline.data.scenes import validation_scenes
+from flame_pipeline.eval.data import HARD_NEGATIVE
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
 from flame_pipeline.eval.evaluate import classification_tasks, run_benchmarks
 from flame_pipeline.eval.headline import figures
@@ -34,7 +35,7 @@ def validation_rows(src: ScenesSource, seed: int, n: int) -> tuple[pl.DataFrame,
         rows.append({"key": r.key, "source": r.source, "split": r.split, "language": r.language,
                      "caption": r.caption, "long_caption": r.long_caption,
                      "labels": json.dumps(r.labels), "sha256": hashlib.sha256(r.image).hexdigest(),
-                     "hard_negative": False})
+                     "hard_negative": HARD_NEGATIVE in r.labels})
     return pl.DataFrame(rows), images
 
 

@@ -392,18 +392,24 @@ def test_scene_sampler_respects_the_grid():
 def test_validation_scenes_are_neither_training_nor_test_scenes(rows):
     val = list(sc.validation_scenes(SRC, seed=7, n=30))
     assert val == list(sc.validation_scenes(SRC, seed=7, n=30))          # deterministic
-    assert [r.key for r in val] == [f"scenes/val/{lang}/{i:06d}" for i in range(30)
-                                    for lang in SRC.languages]
+    assert [r.key for r in val] == [key for i in range(30) for key in
+                                    [f"scenes/val/{lang}/{i:06d}" for lang in SRC.languages]
+                                    + [f"scenes/val-neg/{i:06d}"]]   # a hard negative, as in test
     assert {r.split for r in val} == {"val"}
     images = {r.image for r in val}
-    assert len(images) == 30 and not images & {r.image for r in rows}    # scenes of their own
-    english = {r.key.split("/")[-1]: r for r in val if r.language == "en"}
+    assert len(images) == 60 and not images & {r.image for r in rows}    # scenes of their own
+    english = {r.key.split("/")[-1]: r for r in val if r.key.startswith("scenes/val/en/")}
     for r in val:   # no held-out pair, and phrasings of their own: neither training's nor the test's
         text = r.caption + " " + r.long_caption
         assert not _markers(r.language).search(text), (r.key, text)
         assert _markers(r.language, "val").search(r.long_caption), (r.key, r.long_caption)
-        facts = parse_long(english[r.key.split("/")[-1]].long_caption)
-        if r.language == "en":
+        original = english[r.key.split("/")[-1]]
+        facts = parse_long(original.long_caption)
+        if "hard_negative_of" in r.labels:   # its own facts, true to its pixels; not the original's
+            assert r.labels["hard_negative_of"] == original.key and r.long_caption != original.long_caption
+            neg = check_pixels(r)
+            assert not set(neg) & sc.HELD_OUT_COMBOS
+        elif r.language == "en":
             check_pixels(r)
             assert not {(o[1], o[2]) for o in facts["objects"]} & sc.HELD_OUT_COMBOS
         else:

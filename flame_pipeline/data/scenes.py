@@ -216,8 +216,9 @@ def describe(scene: Scene, lang: Language, book: Phrasebook, rng: random.Random)
 
 
 # ------------------------------------------------------------------------- hard negatives
-def hard_negative(scene: Scene, rng: random.Random) -> Scene:
-    """``scene`` with one fact changed: one object's colour or shape, or left<->right mirrored."""
+def hard_negative(scene: Scene, rng: random.Random, held_out: bool = True) -> Scene:
+    """``scene`` with one fact changed: one object's colour or shape, or left<->right mirrored;
+    ``held_out=False`` never makes a ``HELD_OUT_COMBOS`` pair."""
     kinds = ["colour", "shape"]
     if any(o.col != GRID // 2 for o in scene.objects):
         kinds.append("mirror")
@@ -226,7 +227,7 @@ def hard_negative(scene: Scene, rng: random.Random) -> Scene:
         return replace(scene, objects=tuple(o.mirrored() for o in scene.objects))
     k = int(rng.random() * len(scene.objects))
     target = scene.objects[k]
-    taken = {(o.colour, o.shape) for o in scene.objects}
+    taken = {(o.colour, o.shape) for o in scene.objects} | (set() if held_out else HELD_OUT_COMBOS)
     if kind == "colour":
         options = [c for c in COLOURS if (c, target.shape) not in taken]
         colour = _pick(rng, options)
@@ -281,36 +282,38 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
                         language=lang.code, split="train", labels=scene.labels())
     for i in range(src.n_test):
         scene = sample_scene(scene_rng(seed, "test", i), held_out=True)
-        png = render_png(scene, src.image_size)
-        group = f"scene-{i:06d}"
-        ref = f"scenes?seed={seed}&split=test&index={i}"
-        for lang in langs:
-            short, long = describe(scene, lang, lang.test, scene_rng(seed, "test", i, lang.code))
-            yield RawSample(key=f"scenes/test/{lang.code}/{i:06d}", source="scenes", source_ref=ref,
-                            image=png, caption=short, long_caption=long, language=lang.code,
-                            split="test", labels=scene.labels(), group=group)
-        if src.hard_negatives:
-            neg = hard_negative(scene, scene_rng(seed, "test-neg", i))
-            # the original's caption stream: the negative's captions differ only where the facts do
-            short, long = describe(neg, english, english.test, scene_rng(seed, "test", i, "en"))
-            yield RawSample(key=f"scenes/test-neg/{i:06d}", source="scenes", source_ref=ref + "&negative=1",
-                            image=render_png(neg, src.image_size), caption=short, long_caption=long,
-                            language="en", split="test", group=group,
-                            labels={**neg.labels(), "hard_negative_of": f"scenes/test/en/{i:06d}"})
+        yield from _captioned(src, seed, "test", i, scene, langs, lambda lang: lang.test, f"scene-{i:06d}")
+
+
+def _captioned(src: ScenesSource, seed: int, split: str, i: int, scene: Scene, langs: list[Language],
+               book: Callable[[Language], Phrasebook], group: str) -> Iterator[RawSample]:
+    """The rows of one evaluation scene: one per language (captions from ``book(lang)``), then
+    (with ``src.hard_negatives``) one English hard negative."""
+    png = render_png(scene, src.image_size)
+    ref = f"scenes?seed={seed}&split={split}&index={i}"
+    for lang in langs:
+        short, long = describe(scene, lang, book(lang), scene_rng(seed, split, i, lang.code))
+        yield RawSample(key=f"scenes/{split}/{lang.code}/{i:06d}", source="scenes", source_ref=ref,
+                        image=png, caption=short, long_caption=long, language=lang.code,
+                        split=split, labels=scene.labels(), group=group)
+    if src.hard_negatives:
+        english = get_language("en")
+        neg = hard_negative(scene, scene_rng(seed, f"{split}-neg", i), held_out=split == "test")
+        # the original's caption stream: the negative's captions differ only where the facts do
+        short, long = describe(neg, english, book(english), scene_rng(seed, split, i, "en"))
+        yield RawSample(key=f"scenes/{split}-neg/{i:06d}", source="scenes", source_ref=ref + "&negative=1",
+                        image=render_png(neg, src.image_size), caption=short, long_caption=long,
+                        language="en", split=split, group=group,
+                        labels={**neg.labels(), "hard_negative_of": f"scenes/{split}/en/{i:06d}"})
 
 
 def validation_scenes(src: ScenesSource, seed: int, n: int) -> Iterator[RawSample]:
     """``n`` validation scenes (split ``"val"``), to choose settings without the test split:
     drawn like training scenes (no held-out pair) from a stream of their own, captioned in
     every language of ``src`` with the lexicon's ``val`` phrasebook (phrasings in neither
-    training nor test captions); one row per language."""
+    training nor test captions); one row per language, then (with ``src.hard_negatives``) an
+    English hard negative, as in the test split."""
     langs = _languages(src)
     for i in range(n):
         scene = sample_scene(scene_rng(seed, "val", i), held_out=False)
-        png = render_png(scene, src.image_size)
-        for lang in langs:
-            short, long = describe(scene, lang, lang.val, scene_rng(seed, "val", i, lang.code))
-            yield RawSample(key=f"scenes/val/{lang.code}/{i:06d}", source="scenes",
-                            source_ref=f"scenes?seed={seed}&split=val&index={i}", image=png,
-                            caption=short, long_caption=long, language=lang.code, split="val",
-                            labels=scene.labels(), group=f"val-{i:06d}")
+        yield from _captioned(src, seed, "val", i, scene, langs, lambda lang: lang.val, f"val-{i:06d}")
