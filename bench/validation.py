@@ -19,7 +19,7 @@ import json
 
 import polars as pl
 
-from flame_pipeline.config import ScenesSource, load_profile
+from flame_pipeline.config import Profile, ScenesSource, load_profile
 from flame_pipeline.data.scenes import validation_scenes
 from flame_pipeline.eval.data import HARD_NEGATIVE
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
@@ -39,6 +39,22 @@ def validation_rows(src: ScenesSource, seed: int, n: int) -> tuple[pl.DataFrame,
     return pl.DataFrame(rows), images
 
 
+def validation_metrics(cfg: Profile, n: int) -> pl.DataFrame:
+    """Metric rows (model, benchmark, metric, value) of both trained models of ``cfg`` on ``n``
+    validation scenes."""
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": [
+        "zeroshot", "retrieval", "long_retrieval", "multilingual"]})})
+    src = next(s for s in cfg.download.sources if isinstance(s, ScenesSource))
+    rows, images = validation_rows(src, cfg.seed, n)
+    tasks, _ = classification_tasks(rows, rows)
+    metrics = []
+    for name in MODELS:
+        results = run_benchmarks(cfg, load_eval_model(cfg, name), rows, rows.clear(), images, tasks,
+                                 truncate=lambda texts: texts)
+        metrics += [(name, b, k, float(v)) for b, ms in results.items() for k, v in ms.items()]
+    return pl.DataFrame(metrics, schema=["model", "benchmark", "metric", "value"], orient="row")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
@@ -46,20 +62,10 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--n", type=int, default=200, help="validation scenes")
     args = ap.parse_args()
-    cfg = load_profile(args.profile, args.params, args.overrides + [
-        "eval.benchmarks=[zeroshot, retrieval, long_retrieval, multilingual]"])
-    src = next(s for s in cfg.download.sources if isinstance(s, ScenesSource))
-    rows, images = validation_rows(src, cfg.seed, args.n)
-    tasks, _ = classification_tasks(rows, rows)
-    metrics = []
-    for name in MODELS:
-        results = run_benchmarks(cfg, load_eval_model(cfg, name), rows, rows.clear(), images, tasks,
-                                 truncate=lambda texts: texts)
-        metrics += [(name, b, k, float(v)) for b, ms in results.items() for k, v in ms.items()]
-    m = pl.DataFrame(metrics, schema=["model", "benchmark", "metric", "value"], orient="row")
+    cfg = load_profile(args.profile, args.params, args.overrides)
+    m = validation_metrics(cfg, args.n)
     flame, clip = figures(m, "flame"), figures(m, "clip")
-    print(f"validation: {args.n} scenes x {len(src.languages)} languages, {cfg.data_dir}, "
-          f"overrides {args.overrides}")
+    print(f"validation: {args.n} scenes, {cfg.data_dir}, overrides {args.overrides}")
     print(f"{'figure':32s} {'FLAME':>7s} {'CLIP':>7s} {'ratio':>6s}")
     for fig, f in flame.items():
         c = clip[fig]
