@@ -4,9 +4,10 @@ The validation scenes (``flame_pipeline.data.scenes.validation_scenes``) are dra
 training scenes (no held-out colour/shape pair) from a random stream of their own and captioned
 with a phrasebook of their own, so they are neither training rows nor test rows, and, like the
 test's, their phrasings are new to the model; each is captioned in every language of the
-profile's scenes source and, as in the test split, comes with an English hard negative. Both trained models of the profile's data dir run the same benchmarks as the evaluate
-stage (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the
-FLAME/CLIP ratio.
+profile's scenes source and, as in the test split, comes with an English hard negative. Both
+trained models of the profile's data dir run the same benchmarks as the evaluate stage
+(``run_benchmarks``); the headline figures of issue 7 are printed for both, with the FLAME/CLIP
+ratio.
 
     .venv/bin/python bench/validation.py                      # default profile, 200 scenes
     .venv/bin/python bench/validation.py --set data_dir=data/ablations/whiten --n 100

@@ -18,7 +18,7 @@ import io
 import math
 import random
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 from PIL import Image, ImageDraw
 
@@ -282,17 +282,17 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
                         language=lang.code, split="train", labels=scene.labels())
     for i in range(src.n_test):
         scene = sample_scene(scene_rng(seed, "test", i), held_out=True)
-        yield from _captioned(src, seed, "test", i, scene, langs, lambda lang: lang.test, f"scene-{i:06d}")
+        yield from _captioned(src, seed, "test", i, scene, langs, f"scene-{i:06d}")
 
 
-def _captioned(src: ScenesSource, seed: int, split: str, i: int, scene: Scene, langs: list[Language],
-               book: Callable[[Language], Phrasebook], group: str) -> Iterator[RawSample]:
-    """The rows of one evaluation scene: one per language (captions from ``book(lang)``), then
-    (with ``src.hard_negatives``) one English hard negative."""
+def _captioned(src: ScenesSource, seed: int, split: Literal["test", "val"], i: int, scene: Scene,
+               langs: list[Language], group: str) -> Iterator[RawSample]:
+    """The rows of one evaluation scene: one per language, captioned with the language's
+    phrasebook of ``split``, then (with ``src.hard_negatives``) one English hard negative."""
     png = render_png(scene, src.image_size)
     ref = f"scenes?seed={seed}&split={split}&index={i}"
     for lang in langs:
-        short, long = describe(scene, lang, book(lang), scene_rng(seed, split, i, lang.code))
+        short, long = describe(scene, lang, getattr(lang, split), scene_rng(seed, split, i, lang.code))
         yield RawSample(key=f"scenes/{split}/{lang.code}/{i:06d}", source="scenes", source_ref=ref,
                         image=png, caption=short, long_caption=long, language=lang.code,
                         split=split, labels=scene.labels(), group=group)
@@ -300,7 +300,7 @@ def _captioned(src: ScenesSource, seed: int, split: str, i: int, scene: Scene, l
         english = get_language("en")
         neg = hard_negative(scene, scene_rng(seed, f"{split}-neg", i), held_out=split == "test")
         # the original's caption stream: the negative's captions differ only where the facts do
-        short, long = describe(neg, english, book(english), scene_rng(seed, split, i, "en"))
+        short, long = describe(neg, english, getattr(english, split), scene_rng(seed, split, i, "en"))
         yield RawSample(key=f"scenes/{split}-neg/{i:06d}", source="scenes", source_ref=ref + "&negative=1",
                         image=render_png(neg, src.image_size), caption=short, long_caption=long,
                         language="en", split=split, group=group,
@@ -316,4 +316,4 @@ def validation_scenes(src: ScenesSource, seed: int, n: int) -> Iterator[RawSampl
     langs = _languages(src)
     for i in range(n):
         scene = sample_scene(scene_rng(seed, "val", i), held_out=False)
-        yield from _captioned(src, seed, "val", i, scene, langs, lambda lang: lang.val, f"val-{i:06d}")
+        yield from _captioned(src, seed, "val", i, scene, langs, f"val-{i:06d}")
