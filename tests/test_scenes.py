@@ -187,6 +187,22 @@ def test_held_out_combos_never_in_training_but_in_test():
     assert {s for _, s in sc.HELD_OUT_COMBOS} == set(SHAPES)
 
 
+def test_evaluation_scenes_rebuild_the_generated_test_scenes():
+    """``evaluation_scenes`` gives back the scene each test row shows (bench/held_out.py reads
+    held-out pairs through it): the same image and the pairs its caption names."""
+    src = SRC.model_copy(update={"n_train": 0, "n_test": 30, "languages": ["en"], "image_size": 32,
+                                 "train_foreign_fraction": 0.0})
+    shows = Counter()
+    for r in sc.generate_scenes(src, seed=5):
+        scene, negative = sc.evaluation_scenes(5, "test", int(r.key.rsplit("/", 1)[1]))
+        shown = negative if r.key.startswith("scenes/test-neg/") else scene
+        assert r.image == sc.render_png(shown, 32)
+        pairs = {(o.colour, o.shape) for o in shown.objects}
+        assert {(c, s) for _, c, s in MENTION.findall(r.long_caption.lower())} == pairs
+        shows[bool(pairs & sc.HELD_OUT_COMBOS)] += 1
+    assert shows[True] > 0 and shows[False] > 0
+
+
 def _markers(code, book="test"):
     words = LANGUAGES[code].markers if book == "test" else LANGUAGES[code].val_markers
     return re.compile("|".join(rf"\b{re.escape(m)}\b" for m in words), re.IGNORECASE)

@@ -281,14 +281,22 @@ def _generate(src: ScenesSource, seed: int, langs: list[Language]) -> Iterator[R
                         image=render_png(scene, src.image_size), caption=short, long_caption=long,
                         language=lang.code, split="train", labels=scene.labels())
     for i in range(src.n_test):
-        scene = sample_scene(scene_rng(seed, "test", i), held_out=True)
-        yield from _captioned(src, seed, "test", i, scene, langs, f"scene-{i:06d}")
+        yield from _captioned(src, seed, "test", i, langs, f"scene-{i:06d}")
 
 
-def _captioned(src: ScenesSource, seed: int, split: Literal["test", "val"], i: int, scene: Scene,
+def evaluation_scenes(seed: int, split: Literal["test", "val"], i: int) -> tuple[Scene, Scene]:
+    """Scene ``i`` of the test or validation split and its hard negative. Test scenes may show
+    a ``HELD_OUT_COMBOS`` pair (training and validation scenes never do)."""
+    held_out = split == "test"
+    scene = sample_scene(scene_rng(seed, split, i), held_out=held_out)
+    return scene, hard_negative(scene, scene_rng(seed, f"{split}-neg", i), held_out=held_out)
+
+
+def _captioned(src: ScenesSource, seed: int, split: Literal["test", "val"], i: int,
                langs: list[Language], group: str) -> Iterator[RawSample]:
-    """The rows of one evaluation scene: one per language, captioned with the language's
+    """The rows of evaluation scene ``i``: one per language, captioned with the language's
     phrasebook of ``split``, then (with ``src.hard_negatives``) one English hard negative."""
+    scene, neg = evaluation_scenes(seed, split, i)
     png = render_png(scene, src.image_size)
     ref = f"scenes?seed={seed}&split={split}&index={i}"
     for lang in langs:
@@ -298,7 +306,6 @@ def _captioned(src: ScenesSource, seed: int, split: Literal["test", "val"], i: i
                         split=split, labels=scene.labels(), group=group)
     if src.hard_negatives:
         english = get_language("en")
-        neg = hard_negative(scene, scene_rng(seed, f"{split}-neg", i), held_out=split == "test")
         # the original's caption stream: the negative's captions differ only where the facts do
         short, long = describe(neg, english, getattr(english, split), scene_rng(seed, split, i, "en"))
         yield RawSample(key=f"scenes/{split}-neg/{i:06d}", source="scenes", source_ref=ref + "&negative=1",
@@ -315,5 +322,4 @@ def validation_scenes(src: ScenesSource, seed: int, n: int) -> Iterator[RawSampl
     English hard negative, as in the test split."""
     langs = _languages(src)
     for i in range(n):
-        scene = sample_scene(scene_rng(seed, "val", i), held_out=False)
-        yield from _captioned(src, seed, "val", i, scene, langs, f"val-{i:06d}")
+        yield from _captioned(src, seed, "val", i, langs, f"val-{i:06d}")
