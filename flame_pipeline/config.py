@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -107,7 +107,15 @@ class CurateConfig(Section):
     near_dup_threshold: float = Field(0.9, gt=0.0, le=1.0)
     long_tokens: int = Field(77, ge=1)         # captions longer than this count as "long"
     test_fraction: float = Field(0.1, ge=0.0, le=1.0)  # for rows whose source set no split
+    val_fraction: float = Field(0.0, ge=0.0, le=1.0)   # likewise: a validation split ("val")
     boilerplate_patterns: list[str] = []
+
+    @model_validator(mode="after")
+    def _fractions_fit(self) -> "CurateConfig":
+        if self.test_fraction + self.val_fraction > 1.0:
+            raise ValueError(f"test_fraction + val_fraction = {self.test_fraction + self.val_fraction:g} "
+                             "is more than 1")
+        return self
 
 
 class PromptSet(Section):
@@ -135,7 +143,7 @@ class EmbedConfig(Section):
     postprocess: Literal["none", "center", "whiten"] = "center"
     whiten_floor: float = Field(0.1, gt=0.0, le=1.0)   # eigenvalue floor / the largest eigenvalue
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
-    splits: list[Literal["train", "test"]] = ["train", "test"]   # curated splits the stage stores
+    splits: list[Literal["train", "test", "val"]] = ["train", "test"]   # curated splits the stage stores
 
 
 class VisionConfig(Section):

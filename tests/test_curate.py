@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flame_pipeline.config import load_profile
+from flame_pipeline.config import ConfigError, load_profile
 from flame_pipeline.data.curate import ManifestError, curate
 from flame_pipeline.data.splits import hash_split
 from flame_pipeline.text.llm import load_tokenizer
@@ -159,7 +159,8 @@ def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
     curate(cfg)
     kept = pl.read_parquet(Paths(tmp_path).captions)
     assert kept["split"].null_count() == 0 and set(kept["split"]) == {"train", "test"}
-    units = manifest.select("key", unit=pl.coalesce("group", "sha256"), given="split")
+    # a unit is named by its smallest key: the group's first row, else the row itself
+    units = manifest.select("key", unit=pl.col("key").min().over(pl.coalesce("group", "key")), given="split")
     want = {k: g or hash_split(u, 0.25) for k, u, g in units.iter_rows()}
     assert dict(zip(kept["key"], kept["split"])) == want
     assert kept.filter(pl.col("group") == "scene-7")["split"].n_unique() == 1  # a group stays together
@@ -168,6 +169,92 @@ def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
     assert 50 <= n_test <= 100                                               # ~25% of 300
     assert kept.filter(pl.col("key") == "k0304")["split"].to_list() == ["test"]  # source split kept
     assert kept["key"].is_unique().all()
+    # the same rows in another order: the same splits
+    manifest.sample(fraction=1.0, shuffle=True, seed=3).write_parquet(Paths(tmp_path).manifest)
+    curate(cfg)
+    again = pl.read_parquet(Paths(tmp_path).captions)
+    assert dict(zip(again["key"], again["split"])) == want
+
+
+def _chains(n: int) -> list[dict]:
+    """``n`` chains image A - caption X - image B - caption Y - image C: four rows each, linked
+    only through a shared image or a caption that differs in case and punctuation."""
+    rows = []
+    for c in range(n):
+        a, b, cc = sha(f"A{c}"), sha(f"B{c}"), sha(f"C{c}")
+        rows += [{"split": None, "sha256": a, "caption": f"chain {c} caption x"},
+                 {"split": None, "sha256": b, "caption": f"Chain {c}: caption X!"},
+                 {"split": None, "sha256": b, "caption": f"chain {c} caption y"},
+                 {"split": None, "sha256": cc, "caption": f"CHAIN {c} CAPTION Y"}]
+    return rows
+
+
+def test_a_chain_of_shared_images_and_captions_is_one_unit(tmp_path):
+    out, kept, dropped = run(tmp_path, _chains(24), test_fraction=0.5)
+    assert len(dropped) == 0 and len(kept) == 96
+    chains = kept.with_columns(chain=pl.col("caption").str.extract(r"(?i)chain (\d+)"))
+    per_chain = chains.group_by("chain").agg(pl.col("split").unique())
+    assert all(len(s) == 1 for s in per_chain["split"])               # all four rows on one side
+    sides = {s[0] for s in per_chain["split"]}
+    assert sides == {"train", "test"}                                  # and chains on both sides
+    # each chain is drawn as one unit named by its first key; row by row they would scatter
+    firsts = chains.group_by("chain").agg(pl.col("key").min(), pl.col("split").first())
+    assert all(hash_split(k, 0.5) == s for k, s in firsts.select("key", "split").iter_rows())
+    assert any(len({hash_split(k, 0.5) for k in keys}) > 1
+               for keys in chains.group_by("chain").agg("key")["key"])
+    metrics = {m: v for _, _, m, v in out.metrics}
+    assert metrics["test_rows"] > 0
+    assert metrics["test_caption_in_train"] == metrics["test_image_in_train"] == 0
+
+
+def test_a_user_named_group_keeps_different_images_and_captions_together(tmp_path):
+    rows = [{"split": None, "group": f"product-{i % 10}", "caption": f"photo {i} of a thing"}
+            for i in range(60)]                                         # unique images and captions
+    _, kept, _ = run(tmp_path, rows, test_fraction=0.5)
+    per_group = kept.group_by("group").agg(pl.col("split").n_unique().alias("n"), pl.col("split").first())
+    assert per_group["n"].to_list() == [1] * 10
+    assert set(per_group["split"]) == {"train", "test"}
+
+
+def test_rows_follow_the_split_their_source_set_for_a_shared_caption_or_image(tmp_path):
+    rows = [{"split": "test", "caption": "a photo of a sandal", "sha256": sha("s1")},   # k0000
+            {"split": "train", "caption": "a photo of a boot", "sha256": sha("b1")},    # k0001
+            {"split": "test", "caption": "a photo of a boot", "sha256": sha("b2")},     # k0002
+            {"split": None, "caption": "A photo of a sandal!", "sha256": sha("u1")},    # k0003: test
+            {"split": None, "caption": "a photo of a boot", "sha256": sha("u2")},       # k0004: train
+            {"split": None, "caption": "a photo of a hat", "sha256": sha("s1")}]        # k0005: test
+    out, kept, _ = run(tmp_path, rows, test_fraction=1.0)      # on its own, every unit is test
+    assert dict(zip(kept["key"], kept["split"])) == {
+        "k0000": "test", "k0001": "train", "k0002": "test", "k0003": "test", "k0004": "train",
+        "k0005": "test"}
+    metrics = {m: v for _, _, m, v in out.metrics}
+    assert (metrics["test_rows"], metrics["test_caption_in_train"],
+            metrics["test_image_in_train"]) == (2, 0, 0)
+    # the source's own test row with a training caption is reported, apart
+    assert (metrics["source_test_rows"], metrics["source_test_caption_in_train"]) == (2, 1)
+
+
+def test_validation_split_by_the_same_rule(tmp_path):
+    rows = _chains(60) + [{"split": "val", "caption": "a scene the source set aside"}]
+    out, kept, _ = run(tmp_path, rows, test_fraction=0.2, val_fraction=0.3)
+    counts = dict(kept.group_by("split").len().iter_rows())
+    # whole chains of four rows (plus the source's val row), about the asked fractions of 60 chains
+    assert counts["train"] % 4 == counts["test"] % 4 == (counts["val"] - 1) % 4 == 0
+    assert 0.15 < (counts["val"] - 1) / 240 < 0.45 and 0.08 < counts["test"] / 240 < 0.35
+    chains = kept.with_columns(chain=pl.col("caption").str.extract(r"(?i)chain (\d+)")).drop_nulls("chain")
+    assert chains.group_by("chain").agg(pl.col("split").n_unique())["split"].max() == 1
+    metrics = {m: v for _, _, m, v in out.metrics}
+    assert metrics["val_caption_in_train"] == metrics["val_image_in_train"] == 0
+    assert metrics["source_val_rows"] == 1
+    stats = json.loads(Paths(tmp_path).curate_stats.read_text())
+    assert stats["per_split"] == counts and stats["held_out"]["curate"]["val"]["rows"] == counts["val"] - 1
+    _, kept, _ = run(tmp_path, _chains(60), test_fraction=0.2)        # val_fraction 0: no val
+    assert set(kept["split"]) == {"train", "test"}
+
+
+def test_fractions_over_one_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="curate: .*test_fraction \\+ val_fraction = 1.2 is more than 1"):
+        profile(tmp_path, test_fraction=0.5, val_fraction=0.7)
 
 
 def test_every_kept_row_is_accounted_for(tmp_path):
@@ -243,6 +330,7 @@ def test_rerun_gives_identical_bytes_and_skips_finished_work(tmp_path):
     mtimes = {f: f.stat().st_mtime_ns for f in files}
     again = curate(cfg)
     assert again.summary["resumed"] and not first.summary["resumed"]
+    assert again.metrics == first.metrics and len(first.metrics) == 12
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes        # nothing rewritten
     # a run killed before its last write (stats.json) is redone, with the same bytes
     paths.curate_stats.unlink()
@@ -262,7 +350,7 @@ def test_changed_params_are_not_skipped(tmp_path):
     (lambda f: f.drop("sha256"), r"missing column\(s\) \['sha256'\]"),
     (lambda f: pl.concat([f, f.head(1)]), "keys must be unique"),
     (lambda f: f.with_columns(status=pl.lit("maybe")), "status must be kept/rejected"),
-    (lambda f: f.with_columns(split=pl.lit("val")), "split must be train/test/null"),
+    (lambda f: f.with_columns(split=pl.lit("dev")), "split must be train/test/val/null"),
     (lambda f: f.with_columns(sha256=pl.lit(None, pl.String)), "has no image sha256"),
     (lambda f: f.with_columns(caption=pl.lit(1)), "column 'caption' is Int32"),
 ])

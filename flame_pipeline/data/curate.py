@@ -16,11 +16,16 @@ Rules, in order; a row is dropped with the first reason that applies:
    (Rust-regex syntax, case-insensitive, searched anywhere in the caption). ``detail`` = pattern.
 3. ``too_short`` / ``too_long``: caption shorter than ``min_chars``, or caption or long
    caption longer than ``max_chars`` characters (after normalisation).
-4. Split: a source's split is kept as is. Other rows are split by a stable hash of their
-   *split unit* (the ``group`` when set, else the image sha256), the rule of
-   ``splits.hash_split`` done in SQL: test when the first 8 bytes of sha256(unit), as an
-   integer over 2**64, are below ``test_fraction``. Hashing the unit rather than the key keeps
-   related samples (a scene and its hard negatives) and repeated images on one side.
+4. Split (``splits.assign_splits``): a source's split is kept as is. The other rows go to a
+   split by *unit*: rows that share an image (sha256), a caption (compared lowercase, letters
+   and digits only) or a ``group`` are linked, and a connected component of links is one unit
+   (a chain image A - caption X - image B - caption Y is one unit), named by its smallest key.
+   A unit that holds rows whose source set their split follows it (train when they disagree);
+   any other unit is drawn from a stable hash of its name: test for about ``test_fraction`` of
+   units, val (validation) for about ``val_fraction``, else train. So no test or val row whose
+   split curation chose shares a caption or an image with a training row; the stats
+   (``held_out``) and the stage's metrics count such rows, apart for the rows whose source set
+   the split (Fashion-MNIST's test captions are class captions that training has too, by design).
 5. ``duplicate``: same image (sha256) and same normalised caption as an earlier row of the
    same split; the first row in manifest order is kept and named in ``detail``. The same
    caption on a *different* image is a different image-text pair and is not a duplicate
@@ -54,7 +59,9 @@ import polars as pl
 
 from flame_pipeline.config import CurateConfig, Profile
 from flame_pipeline.data import captions as captions_module
+from flame_pipeline.data import splits as splits_module
 from flame_pipeline.data.captions import normalise_expr
+from flame_pipeline.data.splits import SPLITS, assign_splits, held_out_overlap
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
@@ -110,9 +117,9 @@ def read_manifest(path: Path) -> pl.DataFrame:
     if len(bad_status):
         raise ManifestError(f"{path}: status must be kept/rejected; row {bad_status['key'][0]!r} "
                             f"has {bad_status['status'][0]!r}")
-    bad_split = frame.filter(pl.col("split").is_not_null() & ~pl.col("split").is_in(["train", "test"]))
+    bad_split = frame.filter(pl.col("split").is_not_null() & ~pl.col("split").is_in(SPLITS))
     if len(bad_split):
-        raise ManifestError(f"{path}: split must be train/test/null; row {bad_split['key'][0]!r} "
+        raise ManifestError(f"{path}: split must be train/test/val/null; row {bad_split['key'][0]!r} "
                             f"has {bad_split['split'][0]!r}")
     no_hash = frame.filter((pl.col("status") == "kept") & pl.col("sha256").is_null())
     if len(no_hash):
@@ -168,19 +175,6 @@ def _first_reason(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
         .when((n_cap > cfg.max_chars) | (n_long > cfg.max_chars)).then(pl.lit("too_long")),
         detail=pl.when(pl.col("caption").is_not_null() & (n_cap > 0)).then(pl.col("hit")),
     ).drop("hit")
-
-
-def assign_splits(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, test_fraction: float) -> pl.DataFrame:
-    """Fill null splits from the stable hash of each row's split unit (group, else image);
-    the same rule as ``splits.hash_split``, vectorised."""
-    con.register("rows", frame.select("_row", "split", "group", "sha256"))
-    hashed = con.sql(f"""
-        SELECT _row, coalesce(split, CASE
-            WHEN ('0x' || left(sha256(coalesce("group", sha256)), 16))::UBIGINT / 18446744073709551616.0
-                 < {float(test_fraction)!r} THEN 'test' ELSE 'train' END) AS split
-        FROM rows""").pl()
-    con.unregister("rows")
-    return frame.drop("split").join(hashed, on="_row", how="left")
 
 
 def exact_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
@@ -260,7 +254,18 @@ def _stats(manifest: pl.DataFrame, kept: pl.DataFrame, dropped: pl.DataFrame, cf
         "token_histogram": {"tokenizer": cfg.embed.llm,
                             "caption": _histogram(kept["n_tokens"]),
                             "long_caption": _histogram(kept["n_tokens_long"])},
+        "held_out": held_out_overlap(kept),
     }
+
+
+def held_out_metrics(held_out: dict) -> list[tuple[str, str, str, float]]:
+    """The stats' ``held_out`` counts as metric rows (model "data", benchmark "curate"): e.g.
+    ``test_caption_in_train`` for the rows curation split, ``source_test_caption_in_train`` for
+    the rows whose source set the split."""
+    prefix = {"curate": "", "source": "source_"}
+    return sorted(("data", STAGE, f"{prefix[origin]}{split}_{name}", float(value))
+                  for origin, by_split in held_out.items() for split, counts in by_split.items()
+                  for name, value in counts.items())
 
 
 def _plot(path: Path, kept: pl.DataFrame, long_tokens: int) -> None:
@@ -287,7 +292,7 @@ def _plot(path: Path, kept: pl.DataFrame, long_tokens: int) -> None:
 
 # ------------------------------------------------------------------ stage
 def _fingerprint(manifest_path: Path, cfg: Profile) -> dict:
-    code = "".join(Path(f).read_text() for f in (captions_module.__file__, __file__))
+    code = "".join(Path(f).read_text() for f in (captions_module.__file__, splits_module.__file__, __file__))
     return {"manifest_sha256": sha256_file(manifest_path), "curate": cfg.curate.model_dump(mode="json"),
             "tokenizer": cfg.embed.llm, "code_sha256": sha256_text(code)}
 
@@ -317,7 +322,8 @@ def _result(paths: Paths, stats: dict, resumed: bool) -> StageOutput:
                        rows={"captions": stats["curated"], "dropped": stats["dropped"]},
                        summary={"curated": stats["curated"], "dropped": stats["dropped"],
                                 "drop_reasons": stats["rejection_reasons"]["curate"],
-                                "per_split": stats["per_split"], "resumed": resumed})
+                                "per_split": stats["per_split"], "resumed": resumed},
+                       metrics=held_out_metrics(stats["held_out"]))
 
 
 def curate(cfg: Profile) -> StageOutput:
@@ -341,7 +347,7 @@ def curate(cfg: Profile) -> StageOutput:
 
     con = duckdb.connect(config={"threads": 1})
     try:
-        rows = assign_splits(con, rows, cfg.curate.test_fraction).sort("_row")
+        rows = assign_splits(con, rows, cfg.curate.test_fraction, cfg.curate.val_fraction).sort("_row")
         rows, exact = _drop(rows, exact_duplicates(rows), "duplicate")
         rows, near = _drop(rows, near_duplicates(con, rows, cfg.curate.near_dup_threshold), "near_duplicate")
     finally:

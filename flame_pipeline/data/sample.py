@@ -13,7 +13,7 @@ class RawSample:
     caption: str | bytes | None    # short caption (bytes when the source could not decode it)
     long_caption: str | bytes | None = None
     language: str = "en"
-    split: str | None = None       # "train"/"test" when the source dictates it, else curation assigns
+    split: str | None = None       # "train"/"test"/"val" when the source dictates it, else curation assigns
     labels: dict[str, str] = field(default_factory=dict)  # task -> class, for zero-shot/probes
     group: str | None = None       # links related samples (a scene and its hard negatives)
     reject_reason: str | None = None  # set by a source that already knows the row is bad (e.g. HTTP 404)
