@@ -69,21 +69,21 @@ class UrlListSource(Section):
     retries: int = Field(3, ge=0)
     backoff_s: float = Field(0.5, ge=0)
     max_bytes: int = Field(20_000_000, ge=1)
-    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    group_column: str | None = None  # rows sharing its value go to one split (same product, concept)
 
 
 class WebDatasetSource(Section):
     kind: Literal["webdataset"] = "webdataset"
     paths: list[str]
     max_bytes: int = Field(20_000_000, ge=1)  # a larger member rejects its sample unread
-    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    group_key: str | None = None    # key of the sample's .json whose value groups samples for the split
 
 
 class FolderSource(Section):
     kind: Literal["folder"] = "folder"
     path: str
     max_bytes: int = Field(20_000_000, ge=1)  # a larger image or caption file is rejected unread
-    test_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    group_key: str | None = None    # key of the image's sidecar .json whose value groups images for the split
 
 
 Source = Annotated[

@@ -8,6 +8,11 @@ that is not a regular file, rejects its sample.
 Folder: every image file (recursively) with the caption in the ``.txt`` beside it of the same
 stem; a caption file without an image is a row too ("missing image"). In both, a file over
 ``max_bytes`` rejects its sample ("too large") without being read.
+
+Group (``group_key``): the value of that key in the sample's ``.json`` (WebDataset) or in the
+image's sidecar ``<stem>.json`` (folder) becomes the sample's ``group``, which curation keeps on
+one side of the split (a string or a number; absent or null: no group; a list, object or
+boolean rejects the sample, "bad group"; unreadable JSON, "bad json").
 """
 from __future__ import annotations
 
@@ -19,7 +24,6 @@ from typing import Iterator
 
 from flame_pipeline.config import FolderSource, WebDatasetSource
 from flame_pipeline.data.sample import RawSample
-from flame_pipeline.data.splits import hash_split
 
 TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -51,8 +55,25 @@ def _json_caption(raw: bytes) -> tuple[str | bytes | None, str | None]:
     return (caption if isinstance(caption, str) else None), None
 
 
+def _json_group(raw: bytes | None, group_key: str | None) -> tuple[str | None, str | None]:
+    """(group, None) from ``group_key`` of a JSON object (None when there is no such value), or
+    (None, reason) when the JSON or the value cannot give a group."""
+    if group_key is None or raw is None:
+        return None, None
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "bad json"
+    value = meta.get(group_key) if isinstance(meta, dict) else None
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value), None
+    return None, "bad group"
+
+
 def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, bytes],
-                reason: str | None, test_fraction: float) -> RawSample:
+                reason: str | None, group_key: str | None) -> RawSample:
     full_key = f"webdataset/{tar_stem}/{key}"
     image_ext = next((e for e in TAR_IMAGE_EXTS if e in members), None)
     caption: str | bytes | None = members.get("txt")
@@ -62,10 +83,13 @@ def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, byte
         reason = "missing image"
     if reason is None and caption is None:
         reason = "missing caption"
+    group = None
+    if reason is None:
+        group, reason = _json_group(members.get("json"), group_key)
     return RawSample(
         key=full_key, source="webdataset", source_ref=f"{tar_path}:{key}.{image_ext or '*'}",
         image=members.get(image_ext) if reason is None else None, caption=caption,
-        split=hash_split(full_key, test_fraction), reject_reason=reason)
+        group=group, reject_reason=reason)
 
 
 def _open_tar(path: Path) -> tarfile.TarFile:
@@ -91,7 +115,7 @@ def iter_webdataset(src: WebDatasetSource, start: int = 0) -> Iterator[RawSample
                     k, ext = _split_key(_readable(member.name))
                     if key is not None and k != key:
                         if index >= start:
-                            yield _tar_sample(stem, path, key, members, reason, src.test_fraction)
+                            yield _tar_sample(stem, path, key, members, reason, src.group_key)
                         index, members, reason = index + 1, {}, None
                     key = k
                     # in a stream a member's data is readable only until the next member
@@ -107,7 +131,7 @@ def iter_webdataset(src: WebDatasetSource, start: int = 0) -> Iterator[RawSample
                 raise ValueError(f"{path}: corrupt tar after sample {key!r} ({err})") from None
             if key is not None:
                 if index >= start:
-                    yield _tar_sample(stem, path, key, members, reason, src.test_fraction)
+                    yield _tar_sample(stem, path, key, members, reason, src.group_key)
                 index += 1
 
 
@@ -132,7 +156,11 @@ def iter_folder(src: FolderSource, start: int = 0) -> Iterator[RawSample]:
             reason = "too large"
         else:
             reason = None
+        group, sidecar = None, path.with_suffix(".json")
+        if reason is None and src.group_key is not None and sidecar.is_file():
+            group, reason = ((None, "too large") if sidecar.stat().st_size > src.max_bytes
+                             else _json_group(sidecar.read_bytes(), src.group_key))
         yield RawSample(key=key, source="folder", source_ref=_readable(str(path)),
                         image=path.read_bytes() if reason is None else None,
                         caption=txt.read_bytes() if reason is None else None,
-                        split=hash_split(key, src.test_fraction), reject_reason=reason)
+                        group=group, reject_reason=reason)

@@ -8,6 +8,9 @@ the cache directory, so a second run fetches only what is still missing.
 
 TSV/CSV files are parsed as bytes-preserving text: a caption or URL that is not UTF-8
 reaches validation as bytes and is rejected for that row alone.
+
+``group_column`` names a column whose value becomes the row's ``group`` (rows sharing it go to
+one side of the split: the same product, the same concept); an empty cell is no group.
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ import polars as pl
 
 from flame_pipeline.config import UrlListSource
 from flame_pipeline.data.sample import RawSample
-from flame_pipeline.data.splits import hash_split
 from flame_pipeline.files import atomic_path
 
 USER_AGENT = "flame-pipeline/0.1 (image-text dataset download)"
@@ -47,18 +49,28 @@ def _undecoded(text: str | None) -> Cell:
         return raw
 
 
-def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
-    """(url, caption) per data row, in file order. Missing cells are None."""
+def _group(value) -> str | None:
+    """A ``group_column`` cell as a group: text (undecodable bytes escaped), None when empty."""
+    if value is None or value == "" or value == b"":
+        return None
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell, str | None]]:
+    """(url, caption, group) per data row, in file order. Missing cells are None, as is the
+    group without a ``group_column``."""
     path = Path(src.path)
     if not path.is_file():
         raise FileNotFoundError(f"url list {path} not found")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         frame = pl.read_parquet(path)
-        for col in (src.url_column, src.caption_column):
-            if col not in frame.columns:
+        for col in (src.url_column, src.caption_column, src.group_column):
+            if col is not None and col not in frame.columns:
                 raise ValueError(f"{path}: no column {col!r} (columns: {frame.columns})")
-        return list(zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list()))
+        groups = frame[src.group_column].to_list() if src.group_column else [None] * frame.height
+        return list(zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list(),
+                        map(_group, groups)))
     if suffix not in (".tsv", ".csv"):
         raise ValueError(f"{path}: url list must be .tsv, .csv or .parquet")
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
@@ -75,11 +87,14 @@ def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
         names = [f"column_{i + 1}" for i in range(max((len(r) for r in rows), default=0))]
     try:
         ui, ci = names.index(src.url_column), names.index(src.caption_column)
+        gi = names.index(src.group_column) if src.group_column else None
     except ValueError:
-        raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}; "
+        group = f" and group column {src.group_column!r}" if src.group_column else ""
+        raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}{group}; "
                          f"found {names}") from None
     return [(_undecoded(r[ui]) if ui < len(r) else None,
-             _undecoded(r[ci]) if ci < len(r) else None) for r in rows]
+             _undecoded(r[ci]) if ci < len(r) else None,
+             _group(_undecoded(r[gi])) if gi is not None and gi < len(r) else None) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -203,24 +218,24 @@ def iter_url_list(src: UrlListSource, cache_dir: str | Path, start: int = 0) -> 
     rows = read_url_list(src)
     stem = Path(src.path).stem
     todo = iter(enumerate(rows[start:], start))
-    window: collections.deque[tuple[int, Cell, Cell, Future]] = collections.deque()
+    window: collections.deque[tuple[int, Cell, Cell, str | None, Future]] = collections.deque()
     with Fetcher(src, cache_dir) as fetcher:
         pool = ThreadPoolExecutor(max_workers=src.workers, thread_name_prefix="fetch")
         try:
             def submit() -> None:
-                for i, (url, caption) in todo:
-                    window.append((i, url, caption, pool.submit(fetcher.fetch, url)))
+                for i, (url, caption, group) in todo:
+                    window.append((i, url, caption, group, pool.submit(fetcher.fetch, url)))
                     return
 
             for _ in range(2 * src.workers):
                 submit()
             while window:
-                i, url, caption, fut = window.popleft()
+                i, url, caption, group, fut = window.popleft()
                 submit()
                 got = fut.result()
                 key = f"url_list/{stem}/{i:08d}"
                 yield RawSample(key=key, source="url_list", source_ref=_text_ref(url),
-                                image=got.data, caption=caption,
-                                split=hash_split(key, src.test_fraction), reject_reason=got.reason)
+                                image=got.data, caption=caption, group=group,
+                                reject_reason=got.reason)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
