@@ -19,6 +19,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition
 from assets.metadata import md_table
 from assets.resources import FlameParams, ResultsStoreResource
 from assets.stages import stage_key
+from flame_pipeline.data.splits import SPLITS, held_out_overlap
 from flame_pipeline.paths import Paths
 
 NORM_TOLERANCE = 2e-2      # fp16 storage: |1 - ||e||| stays well under this for normalised rows
@@ -79,7 +80,7 @@ def every_row_accounted_for(flame: FlameParams) -> AssetCheckResult:
 # ------------------------------------------------------------------ curate
 @asset_check(asset=stage_key("curate"), blocking=True,
              description="Every kept download row is either a curated caption or dropped with a "
-                         "reason, never both; every caption has a train/test split.")
+                         "reason, never both; every caption has a train/test/val split.")
 def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
     paths = Paths.of(flame.load())
     if failed := _missing(paths.manifest, paths.captions, paths.dropped):
@@ -97,8 +98,8 @@ def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
         problems.append(f"{len(extra)} rows not kept by download, e.g. {sorted(extra)[:3]}")
     if captions.height != len(cap):
         problems.append(f"{captions.height - len(cap)} duplicate caption keys")
-    if (n := (~captions["split"].is_in(["train", "test"]) | captions["split"].is_null()).sum()):
-        problems.append(f"{n} captions without a train/test split")
+    if (n := (~captions["split"].is_in(SPLITS) | captions["split"].is_null()).sum()):
+        problems.append(f"{n} captions without a train/test/val split")
     if (n := dropped["reason"].is_null().sum()):
         problems.append(f"{n} dropped rows without a reason")
     reasons = dropped.group_by("reason").len().sort(["len", "reason"], descending=[True, False]).rows()
@@ -106,6 +107,28 @@ def kept_rows_curated_or_dropped(flame: FlameParams) -> AssetCheckResult:
                    dropped=dropped.height,
                    drop_reasons=MetadataValue.md(md_table(["reason", "rows"], reasons)
                                                  if reasons else "none"))
+
+
+@asset_check(asset=stage_key("curate"), blocking=True,
+             description="Held out means held out: no test or val row whose split curation "
+                         "chose shares a caption (lowercase letters and digits) or an image with "
+                         "a training row. Rows whose source set the split (Fashion-MNIST's class "
+                         "captions) are counted in the metadata but do not fail the check.")
+def held_out_disjoint_from_train(flame: FlameParams) -> AssetCheckResult:
+    paths = Paths.of(flame.load())
+    if failed := _missing(paths.manifest, paths.captions):
+        return failed
+    given = pl.read_parquet(paths.manifest, columns=["key", "split", "sha256"])
+    rows = (pl.read_parquet(paths.captions, columns=["key", "split", "caption"])
+              .join(given.select("key", "sha256", assigned=pl.col("split").is_null()), on="key", how="left"))
+    overlap = held_out_overlap(rows)
+    shared = {"caption_in_train": "a caption", "image_in_train": "an image"}
+    problems = [f"{c[what]} of {c['rows']} {split} rows share {text} with training"
+                for split, c in overlap["curate"].items() for what, text in shared.items() if c[what]]
+    table = [[origin, split, c["rows"], c["caption_in_train"], c["image_in_train"]]
+             for origin, by_split in overlap.items() for split, c in by_split.items()]
+    return _result(problems, held_out=MetadataValue.md(md_table(
+        ["split set by", "split", "rows", "caption in train", "image in train"], table)))
 
 
 # ------------------------------------------------------------------ embed
@@ -242,7 +265,8 @@ def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
 
 
 CHECKS: list[AssetChecksDefinition] = [
-    every_row_accounted_for, kept_rows_curated_or_dropped, embeddings_finite_unit_norm,
+    every_row_accounted_for, kept_rows_curated_or_dropped, held_out_disjoint_from_train,
+    embeddings_finite_unit_norm,
     _loss_check("train", "flame"), _loss_check("train_baseline", "clip"),
     flame_vs_clip_recorded, retrieval_above_chance,
 ]

@@ -23,7 +23,8 @@ from PIL import Image
 from assets.automation import flame_chain, new_raw_data, weekly_retrain
 from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
                            every_row_accounted_for, flame_vs_clip_recorded,
-                           kept_rows_curated_or_dropped, retrieval_above_chance)
+                           held_out_disjoint_from_train, kept_rows_curated_or_dropped,
+                           retrieval_above_chance)
 from assets.definitions import build_definitions, flame_resources
 from assets.resources import FlameParams, ResultsStoreResource
 from assets.metadata import data_version, dvc_md5, dvc_outs, metrics_table, stage_metadata
@@ -293,7 +294,43 @@ def test_curate_check(project):
     assert not ev.passed
     problems = ev.metadata["problems"].value
     assert "1 kept rows neither curated nor dropped, e.g. ['k1']" in problems
-    assert "1 captions without a train/test split" in problems
+    assert "1 captions without a train/test/val split" in problems
+
+
+def _write_split(paths: Paths, rows: list[tuple[str, str | None, str, str, int]]) -> None:
+    """Manifest and curated captions of (key, split the source set, split, caption, image)."""
+    for d in (paths.raw, paths.curated):
+        d.mkdir(parents=True, exist_ok=True)
+    keys = [r[0] for r in rows]
+    pl.DataFrame({"key": keys, "split": [r[1] for r in rows],
+                  "sha256": [f"{r[4]:064x}" for r in rows]},
+                 schema={"key": pl.String, "split": pl.String, "sha256": pl.String}
+                 ).write_parquet(paths.manifest)
+    pl.DataFrame({"key": keys, "split": [r[2] for r in rows], "caption": [r[3] for r in rows]}
+                 ).write_parquet(paths.captions)
+
+
+def test_held_out_check_fails_on_a_contaminated_curated_table(project):
+    paths = tiny_paths()
+    clean = [("k0", None, "train", "a red cube.", 0), ("k1", None, "test", "a blue ball.", 1),
+             ("k2", None, "val", "a green star.", 2),
+             # the source's own test row with a training caption: reported, not a failure
+             ("f0", "train", "train", "a photo of a sandal.", 3),
+             ("f1", "test", "test", "A photo of a sandal", 4)]
+    _write_split(paths, clean)
+    ev = run_checks(held_out_disjoint_from_train)["held_out_disjoint_from_train"]
+    assert ev.passed, ev.metadata
+    assert "| curate | test | 1 | 0 | 0 |" in ev.metadata["held_out"].value
+    assert "| source | test | 1 | 1 | 0 |" in ev.metadata["held_out"].value
+    _write_split(paths, clean + [("k3", None, "test", "A RED CUBE!", 5), ("k4", None, "val", "a tree.", 0),
+                                 ("k5", None, "test", "a blue ball", 6)])
+    ev = run_checks(held_out_disjoint_from_train)["held_out_disjoint_from_train"]
+    assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
+    problems = ev.metadata["problems"].value
+    assert "1 of 3 test rows share a caption with training" in problems
+    assert "1 of 2 val rows share an image with training" in problems
+    assert "test rows share an image" not in problems and "val rows share a caption" not in problems
+    assert next(iter(held_out_disjoint_from_train.check_specs)).blocking
 
 
 def _write_embed(paths: Paths, embs: dict[str, np.ndarray], names: list[str]) -> None:
