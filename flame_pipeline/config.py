@@ -193,6 +193,7 @@ class EvalConfig(Section):
     benchmarks: list[str] = ["zeroshot", "retrieval", "long_retrieval", "multilingual",
                              "linear_probe", "interpretability"]
     batch_size: int = Field(256, ge=1)
+    split: Literal["test", "val"] = "test"     # the curated split benchmarked (val: to choose settings)
     recall_ks: list[int] = [1, 5, 10]
     # "multi": short captions use the "short" facet set, long ones "long"; "single": all use
     # "single". Class names and non-English captions always use "single" (METHOD.md).

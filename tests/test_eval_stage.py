@@ -6,6 +6,7 @@ checks the linear probe and the interpretability map end to end.
 """
 import hashlib
 import json
+import shutil
 
 import polars as pl
 import pytest
@@ -16,7 +17,8 @@ from flame_pipeline.data.packaged import iter_fashion_mnist
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.evaluate import (_finished, classification_tasks, fingerprint,
+from flame_pipeline.eval import evaluate as evaluate_module
+from flame_pipeline.eval.evaluate import (_finished, classification_tasks, evaluate, fingerprint,
                                           interpretability, run_benchmarks, truncate_texts)
 from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
@@ -111,6 +113,32 @@ def test_single_prompt_mode_uses_only_the_single_set(data):
         "prompt_mode": "single", "benchmarks": ["retrieval", "long_retrieval"]})})
     run_benchmarks(cfg, model, test, train, images, [], lambda t: t)
     assert seen == {"single"}
+
+
+def test_validation_rows_are_benchmarked_only_when_asked(data, tmp_path, monkeypatch):
+    cfg = data[0]
+    root = tmp_path / "data"
+    shutil.copytree(cfg.root, root)
+    paths = Paths(root)
+    captions = pl.read_parquet(paths.captions)
+    as_val = (pl.col("source") == "scenes") & (pl.col("split") == "test")
+    write_parquet(paths.captions, captions.with_columns(
+        split=pl.when(as_val).then(pl.lit("val")).otherwise("split")))
+    rows = load_rows(paths, ["test", "val"])
+    vision = oracle(rows, load_images(paths, rows["key"]), cfg.vision.image_size)
+    model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                      lambda texts, s: oracle_text(texts), cfg.vision.image_size, batch_size=64)
+    monkeypatch.setattr(evaluate_module, "load_eval_model", lambda cfg, name: model)
+    for split, source in (("test", "fashion_mnist"), ("val", "scenes")):
+        run = load_profile("tiny", "params.yaml", {"data_dir": str(root), "eval.split": split,
+                                                   "eval.benchmarks": ["retrieval"]})
+        evaluate(run)
+        doc = json.loads(paths.metrics.read_text())
+        want = captions.filter(pl.col("split") == "test").filter(
+            pl.col("source") == source).height
+        assert (doc["split"], doc["test_rows"]) == (split, want)
+        assert set(doc["models"]["flame"]) == {f"retrieval/{source}"}
+        assert doc["models"]["flame"][f"retrieval/{source}"]["i2t_R@1"] == 100.0
 
 
 def test_probe_and_token_map_with_a_real_tower(data, tmp_path):

@@ -248,9 +248,9 @@ def evaluate(cfg: Profile) -> StageOutput:
     done = _finished(paths, fp)
     if done is not None:
         return _output(paths, done, resumed=True)
-    test = load_rows(paths, ["test"])
+    test = load_rows(paths, [cfg.eval.split])   # the held-out rows: test, or val when asked
     if test.is_empty():
-        raise ValueError(f"{paths.captions} has no test rows to evaluate on")
+        raise ValueError(f"{paths.captions} has no {cfg.eval.split} rows to evaluate on")
     train = load_rows(paths, ["train"]).filter(pl.col("labels").is_not_null())
     tasks, skipped = classification_tasks(test, train)
     probe_train = train.filter(pl.col("source").is_in([t.source for t in tasks])) \
@@ -294,6 +294,7 @@ def evaluate(cfg: Profile) -> StageOutput:
 
     doc = {"models": results, "skipped": skipped, "token_maps": grids,
            "plots": sorted(p.name for p in made), "prompt_mode": cfg.eval.prompt_mode,
-           "test_rows": test.height, "probe_train_rows": probe_train.height, "fingerprint": fp}
+           "split": cfg.eval.split, "test_rows": test.height, "probe_train_rows": probe_train.height,
+           "fingerprint": fp}
     write_json(paths.metrics, doc)   # last: its fingerprint marks the run complete
     return _output(paths, doc, resumed=False)

@@ -101,8 +101,9 @@ def family_table(metrics: pl.DataFrame, family: str, shown: Sequence[str]) -> st
 
 
 def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
-                  upstream: pl.DataFrame | None = None) -> str:
-    """The report text: provenance, one table per benchmark family, then the plots."""
+                  upstream: pl.DataFrame | None = None, split: str = "test") -> str:
+    """The report text: provenance, one table per benchmark family, then the plots; ``split``
+    names the curated split the benchmarks ran on."""
     inputs = sorted(set(metrics["inputs"].drop_nulls())) if not metrics.is_empty() else []
     out = ["# Evaluation report", "",
            "Generated from the results store (DuckDB `metrics` table); every number below is a "
@@ -116,7 +117,7 @@ def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
         out += [f"| {r['stage']} | {r['name']} | `{r['content_hash'][:16]}` | `{r['run_id']}` |"
                 for r in upstream.iter_rows(named=True)] + [""]
     if {"flame", "clip"} <= set(metrics["model"]) and targets(metrics):
-        out += ["## Headline: FLAME vs CLIP on the held-out test sets", "",
+        out += [f"## Headline: FLAME vs CLIP on the held-out {split} sets", "",
                 "Long = scene long captions with hard negatives in the gallery; multilingual = "
                 "mean of both directions over the non-English scene languages.", "",
                 targets_markdown(metrics), ""]
@@ -147,7 +148,7 @@ def write_report(cfg: Profile) -> Path:
     plots = sorted(p.relative_to(paths.eval).as_posix() for p in paths.plots.glob("*.png")) \
         if paths.plots.exists() else []
     text = render_report(run, run_metrics(store, run["run_id"]), plots,
-                         upstream_artifacts(store, cfg.name, run["started_at"]))
+                         upstream_artifacts(store, cfg.name, run["started_at"]), cfg.eval.split)
     with atomic_path(paths.report) as tmp:
         tmp.write_text(text)
     return paths.report
