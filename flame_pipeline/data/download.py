@@ -42,7 +42,7 @@ from flame_pipeline.stage import StageOutput
 from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
-WORK_FORMAT = 6
+WORK_FORMAT = 7
 
 SHARD_COLUMNS = {"key": "str", "image": "bytes"}
 MANIFEST_SCHEMA = {

@@ -6,8 +6,9 @@ retried with exponential back-off, 4xx answers are not. Only http and https URLs
 fetched. Bodies (and 4xx answers, which a retry would not change) are cached per URL under
 the cache directory, so a second run fetches only what is still missing.
 
-TSV/CSV files are parsed as bytes-preserving text: a caption or URL that is not UTF-8
-reaches validation as bytes and is rejected for that row alone.
+TSV/CSV files are parsed as bytes-preserving text, one physical line per row: a caption or URL
+that is not UTF-8 reaches validation as bytes and is rejected for that row alone, and a line
+that does not parse (an unclosed quote) is rejected as "malformed row".
 """
 from __future__ import annotations
 
@@ -47,8 +48,23 @@ def _undecoded(text: str | None) -> Cell:
         return raw
 
 
-def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
-    """(url, caption) per data row, in file order. Missing cells are None."""
+def _cells(line: str, suffix: str) -> list[str] | None:
+    """One physical line's cells, or None when it does not parse (a quote it never closes, text
+    after a closing quote): a quoted cell may not span lines, so a stray quote costs its line
+    only, never the lines after it."""
+    if suffix == ".tsv":
+        reader = csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader([line], strict=True)
+    try:
+        return next(reader, [])
+    except csv.Error:
+        return None
+
+
+def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell, str | None]]:
+    """(url, caption, None) per data row, in file order, missing cells None; for a TSV/CSV line
+    that does not parse, (the line, None, "malformed row")."""
     path = Path(src.path)
     if not path.is_file():
         raise FileNotFoundError(f"url list {path} not found")
@@ -58,28 +74,30 @@ def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell]]:
         for col in (src.url_column, src.caption_column):
             if col not in frame.columns:
                 raise ValueError(f"{path}: no column {col!r} (columns: {frame.columns})")
-        return list(zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list()))
+        return [(u, c, None) for u, c in zip(frame[src.url_column].to_list(),
+                                             frame[src.caption_column].to_list())]
     if suffix not in (".tsv", ".csv"):
         raise ValueError(f"{path}: url list must be .tsv, .csv or .parquet")
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        if suffix == ".tsv":
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(f)
-        rows = list(reader)
+    # utf-8-sig: spreadsheet programs start a CSV with a byte order mark
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        lines = list(f)
     if src.header:
-        if not rows:
+        if not lines:
             raise ValueError(f"{path}: empty url list (no header row)")
-        names, rows = rows[0], rows[1:]
-    else:
-        names = [f"column_{i + 1}" for i in range(max((len(r) for r in rows), default=0))]
+        names, lines = _cells(lines[0], suffix), lines[1:]
+        if names is None:
+            raise ValueError(f"{path}: the header line does not parse")
+    cells = [_cells(line, suffix) for line in lines]
+    if not src.header:
+        names = [f"column_{i + 1}" for i in range(max((len(r) for r in cells if r), default=0))]
     try:
         ui, ci = names.index(src.url_column), names.index(src.caption_column)
     except ValueError:
         raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}; "
                          f"found {names}") from None
-    return [(_undecoded(r[ui]) if ui < len(r) else None,
-             _undecoded(r[ci]) if ci < len(r) else None) for r in rows]
+    return [(_undecoded(line.rstrip("\r\n")), None, "malformed row") if r is None else
+            (_undecoded(r[ui]) if ui < len(r) else None,
+             _undecoded(r[ci]) if ci < len(r) else None, None) for line, r in zip(lines, cells)]
 
 
 @dataclass(frozen=True)
@@ -203,24 +221,26 @@ def iter_url_list(src: UrlListSource, cache_dir: str | Path, start: int = 0) -> 
     rows = read_url_list(src)
     stem = Path(src.path).stem
     todo = iter(enumerate(rows[start:], start))
-    window: collections.deque[tuple[int, Cell, Cell, Future]] = collections.deque()
+    window: collections.deque[tuple[int, Cell, Cell, str | None, Future]] = collections.deque()
     with Fetcher(src, cache_dir) as fetcher:
         pool = ThreadPoolExecutor(max_workers=src.workers, thread_name_prefix="fetch")
         try:
             def submit() -> None:
-                for i, (url, caption) in todo:
-                    window.append((i, url, caption, pool.submit(fetcher.fetch, url)))
+                for i, (url, caption, problem) in todo:   # a malformed row is not fetched
+                    window.append((i, url, caption, problem,
+                                   pool.submit(fetcher.fetch, None if problem else url)))
                     return
 
             for _ in range(2 * src.workers):
                 submit()
             while window:
-                i, url, caption, fut = window.popleft()
+                i, url, caption, problem, fut = window.popleft()
                 submit()
                 got = fut.result()
                 key = f"url_list/{stem}/{i:08d}"
                 yield RawSample(key=key, source="url_list", source_ref=_text_ref(url),
                                 image=got.data, caption=caption,
-                                split=hash_split(key, src.test_fraction), reject_reason=got.reason)
+                                split=hash_split(key, src.test_fraction),
+                                reject_reason=problem or got.reason)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
