@@ -57,3 +57,71 @@ def test_url_lists_starting_with_a_bom_are_read(tmp_path, suffix, sep):
         path.write_bytes(f"\ufeffurl{sep}caption\n{server.base}/good/1.png{sep}one\n".encode("utf-8"))
         out = download(profile(tmp_path / "data", [{"kind": "url_list", "path": str(path)}]))
     assert out.rows == {"manifest": 1, "shards": 1}
+
+
+# ---------------------------------------------------------------- folders and tars
+def test_folder_refuses_links_out_of_the_folder(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the machine's host name")
+    (tmp_path / "outside.png").write_bytes(png_bytes(9))
+    root = tmp_path / "pics"
+    (root / "notes").mkdir(parents=True)
+    (root / "a.png").write_bytes(png_bytes(1))
+    os.symlink(secret, root / "a.txt")                       # a caption linked from outside
+    os.symlink(tmp_path / "outside.png", root / "b.png")     # an image linked from outside
+    (root / "b.txt").write_text("an outside image")
+    (root / "c.png").write_bytes(png_bytes(3))
+    (root / "notes/c.caption").write_text("a caption kept in a sub-folder")
+    os.symlink(root / "notes/c.caption", root / "c.txt")     # a link inside the folder is fine
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}])
+    download(cfg)
+    m = manifest(cfg)
+    assert list(zip(m["key"], m["reason"])) == [
+        ("folder/pics/a.png", "link outside folder"), ("folder/pics/b.png", "link outside folder"),
+        ("folder/pics/c.png", None)]
+    assert m["caption"].to_list() == [None, None, "a caption kept in a sub-folder"]
+    assert [r["key"] for r in iter_shards(Paths.of(cfg).raw_shards)] == ["folder/pics/c.png"]
+
+
+def write_tar(path, members: list[tuple[str, bytes]]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_webdataset_keys_are_unique_per_shard_path_and_duplicates_are_rows(tmp_path):
+    a = write_tar(tmp_path / "a/00000.tar", [("0001.png", png_bytes(1)), ("0001.txt", b"from a")])
+    b = write_tar(tmp_path / "b/00000.tar", [("0001.png", png_bytes(2)), ("0001.txt", b"from b"),
+                                             ("0002.png", png_bytes(3)), ("0002.txt", b"two"),
+                                             ("0001.png", png_bytes(4)), ("0001.txt", b"again")])
+    cfg = profile(tmp_path / "data", [{"kind": "webdataset", "paths": [str(a), str(b), str(a)]}])
+    out = download(cfg)
+    m = manifest(cfg)
+    assert list(zip(m["key"], m["reason"])) == [
+        ("webdataset/a/00000/0001", None), ("webdataset/b/00000/0001", None),
+        ("webdataset/b/00000/0002", None),
+        ("webdataset/b/00000/0001#2", "duplicate key"),     # the same key later in the same tar
+        ("webdataset/a/00000/0001#2", "duplicate key")]     # the same tar listed twice
+    assert m["source_ref"][3] == f"{b}:0001.png (duplicate of {b}:0001)"
+    assert m["source_ref"][4] == f"{a}:0001.png (duplicate of {a}:0001)"
+    assert out.rows == {"manifest": 5, "shards": 3}
+    # a tar whose stem no other tar shares keeps the short key
+    c = write_tar(tmp_path / "c/solo.tar", [("0001.png", png_bytes(5)), ("0001.txt", b"solo")])
+    cfg = profile(tmp_path / "data2", [{"kind": "webdataset", "paths": [str(a), str(c)]}])
+    download(cfg)
+    assert manifest(cfg)["key"].to_list() == ["webdataset/00000/0001", "webdataset/solo/0001"]
+
+
+def test_a_repeated_member_in_one_webdataset_sample_rejects_it(tmp_path):
+    t = write_tar(tmp_path / "s.tar", [("0001.png", png_bytes(1)), ("0001.txt", b"first"),
+                                       ("0001.txt", b"second"), ("0002.png", png_bytes(2)),
+                                       ("0002.txt", b"fine")])
+    cfg = profile(tmp_path / "data", [{"kind": "webdataset", "paths": [str(t)]}])
+    download(cfg)
+    m = manifest(cfg)
+    assert list(zip(m["key"], m["reason"])) == [("webdataset/s/0001", "duplicate tar member"),
+                                                ("webdataset/s/0002", None)]
