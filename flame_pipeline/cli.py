@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"  UI:            bash scripts/dagster_dev.sh   (then open http://127.0.0.1:3000)")
         elif args.command == "benchmark":
             from flame_pipeline.eval.user_benchmark import evaluate_manifest
-            print(json.dumps(evaluate_manifest(cfg, args.manifest, model=args.model), indent=2))
+            result = evaluate_manifest(cfg, args.manifest, model=args.model)
+            print(json.dumps(result, indent=2))
+            for warning in result["warnings"]:
+                print(f"flame: warning: {warning}", file=sys.stderr)
         elif args.command == "report":
             from flame_pipeline.eval.evaluate import write_report
             print(write_report(cfg))

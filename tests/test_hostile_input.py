@@ -20,6 +20,7 @@ from flame_pipeline.config import ConfigError, ScenesSource, load_profile
 from flame_pipeline.data.download import download
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.encoders import EvalModel
+from flame_pipeline.eval.user_benchmark import MIN_GALLERY, benchmark, read_manifest
 from flame_pipeline.files import sha256_tree
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_stage
@@ -125,3 +126,85 @@ def test_a_repeated_member_in_one_webdataset_sample_rejects_it(tmp_path):
     m = manifest(cfg)
     assert list(zip(m["key"], m["reason"])) == [("webdataset/s/0001", "duplicate tar member"),
                                                 ("webdataset/s/0002", None)]
+
+
+# ---------------------------------------------------------------- flame benchmark manifests
+SCENES = list(generate_scenes(ScenesSource(n_train=0, n_test=MIN_GALLERY, image_size=32,
+                                           languages=["en"], hard_negatives=False), seed=1))
+
+
+def bench_folder(tmp_path, n: int):
+    rows = []
+    for s in SCENES[:n]:
+        name = f"{s.key.split('/')[-1]}.png"
+        (tmp_path / name).write_bytes(s.image)
+        rows.append({"image": name, "text": s.caption})
+    return rows
+
+
+def oracle(tmp_path, rows):
+    vision = OracleVision([((tmp_path / r["image"]).read_bytes(), r["text"]) for r in rows],
+                          CFG.vision.image_size)
+    return EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                     lambda t, s: oracle_text(t), CFG.vision.image_size, batch_size=4)
+
+
+def test_unknown_manifest_columns_are_an_error_naming_them(tmp_path):
+    (tmp_path / "m.csv").write_text("image,text,lang\na.png,ein Hund,de\n")
+    with pytest.raises(ValueError, match=r"unknown column\(s\) \['lang'\]; expected image, text, "
+                                         r"language, label"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_a_non_string_language_rejects_its_row(tmp_path):
+    rows = bench_folder(tmp_path, 3)
+    frame = pl.DataFrame({"image": [r["image"] for r in rows], "text": [r["text"] for r in rows],
+                          "language": [7, None, 7]})
+    frame.write_parquet(tmp_path / "m.parquet")
+    got = read_manifest(tmp_path / "m.parquet")
+    assert [(n, r) for n, r, _ in got.problems] == [(1, "bad_language"), (3, "bad_language")]
+    assert [(r["row"], r["language"]) for r in got.rows] == [(2, "en")]
+
+
+def test_a_csv_manifest_starting_with_a_bom_is_read(tmp_path):
+    rows = bench_folder(tmp_path, 2)
+    pl.DataFrame(rows).write_csv(tmp_path / "m.csv", include_bom=True)
+    assert (tmp_path / "m.csv").read_bytes().startswith(b"\xef\xbb\xbfimage,")
+    assert [r["text"] for r in read_manifest(tmp_path / "m.csv").rows] == [r["text"] for r in rows]
+
+
+@pytest.mark.parametrize("name, content", [("empty.csv", ""), ("header.csv", "image,text\n"),
+                                           ("empty.jsonl", "\n"), ("bad.csv", "image,text\nnope.png,x\n")])
+def test_a_manifest_without_usable_rows_is_an_error(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match="no usable rows"):
+        read_manifest(tmp_path / name)
+
+
+def test_a_small_gallery_is_warned_about(tmp_path):
+    rows = bench_folder(tmp_path, MIN_GALLERY)
+    pl.DataFrame(rows[:1]).write_csv(tmp_path / "one.csv")
+    pl.DataFrame(rows).write_csv(tmp_path / "all.csv")
+    one = benchmark(CFG, oracle(tmp_path, rows), read_manifest(tmp_path / "one.csv"))
+    assert one["retrieval"]["en"]["i2t_R@1"] == 100.0          # what a gallery of one gives
+    assert one["warnings"] == [f"en: a gallery of 1 image (under {MIN_GALLERY}): recall is not "
+                               "meaningful (R@1 by chance: 100%)"]
+    full = benchmark(CFG, oracle(tmp_path, rows), read_manifest(tmp_path / "all.csv"))
+    assert full["warnings"] == [] and full["retrieval"]["en"]["n_images"] == MIN_GALLERY
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
+    cfg = make_data(tmp_path / "data")
+    run_stage(cfg, "train_baseline")
+    rows = bench_folder(tmp_path, 1)
+    pl.DataFrame(rows).write_csv(tmp_path / "one.csv")
+    (tmp_path / "empty.csv").write_text("image,text\n")
+    args = ["--profile", "tiny", "--set", f"data_dir={tmp_path / 'data'}", "benchmark", "--model", "clip"]
+    assert cli.main(args + [str(tmp_path / "one.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [f"en: a gallery of 1 image (under {MIN_GALLERY}): recall "
+                                           "is not meaningful (R@1 by chance: 100%)"]
+    assert err.startswith(f"flame: warning: en: a gallery of 1 image (under {MIN_GALLERY})")
+    assert cli.main(args + [str(tmp_path / "empty.csv")]) == 1
+    assert capsys.readouterr().err == f"flame: error: ValueError: {tmp_path / 'empty.csv'}: no usable rows (0 read)\n"
