@@ -193,6 +193,30 @@ def test_a_small_gallery_is_warned_about(tmp_path):
     assert full["warnings"] == [] and full["retrieval"]["en"]["n_images"] == MIN_GALLERY
 
 
+# ---------------------------------------------------------------- config
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("common:\n  train: {steps: [1, 2}\nprofiles: {}\n")
+    with pytest.raises(ConfigError, match=rf"{bad}: line 2, column 23: YAML syntax error"):
+        load_profile("tiny", bad)
+    with pytest.raises(ConfigError, match=r"override 'train.steps=\[1': line 1, column 3: "
+                                          r"YAML syntax error"):
+        load_profile("tiny", PARAMS, ["train.steps=[1"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=.inf", "train.lr"), ("train.lr=.nan", "train.lr"),
+    ("train.logit_scale_init=.inf", "train.logit_scale_init"),
+    ("train.logit_bias_init=.nan", "train.logit_bias_init"),
+    ("curate.near_dup_threshold=.nan", "curate.near_dup_threshold"),
+    ("download.sources=[{kind: url_list, path: x, timeout_s: .inf}]", "download.sources.0.url_list.timeout_s"),
+])
+def test_infinite_and_nan_settings_are_refused(override, key):
+    with pytest.raises(ConfigError, match="finite") as err:
+        load_profile("tiny", PARAMS, [override])
+    assert key in str(err.value)
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
     cfg = make_data(tmp_path / "data")
