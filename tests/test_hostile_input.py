@@ -217,6 +217,47 @@ def test_infinite_and_nan_settings_are_refused(override, key):
     assert key in str(err.value)
 
 
+# ---------------------------------------------------------------- runs, reruns, the CLI
+def runs(cfg) -> list[tuple[str, str]]:
+    return ResultsStore(Paths.of(cfg).results_db).query(
+        "SELECT run_id, status FROM runs ORDER BY started_at").rows()
+
+
+def test_a_killed_download_run_is_marked_abandoned_once_its_lock_is_free(tmp_path):
+    root = tmp_path / "pics"
+    root.mkdir()
+    (root / "a.png").write_bytes(png_bytes(1))
+    (root / "a.txt").write_text("a picture")
+    cfg = profile(tmp_path / "data", [{"kind": "folder", "path": str(root)}])
+    # what SIGKILL leaves: the run's row says 'running' and the kernel has dropped its flock
+    killed = ResultsStore(Paths.of(cfg).results_db).start_run(cfg.name, "download", cfg.params_hash())
+    lock = Paths.of(cfg).download_work / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:                 # while a live download holds the lock ...
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another download is running"):
+            run_stage(cfg, "download")
+    assert [s for _, s in runs(cfg)] == ["running", "failed"]      # ... its run is not touched
+    run_stage(cfg, "download")
+    assert runs(cfg)[0] == (killed, "abandoned")
+    assert [s for _, s in runs(cfg)] == ["abandoned", "failed", "succeeded"]
+    message = ResultsStore(Paths.of(cfg).results_db).query(
+        "SELECT message FROM runs WHERE run_id = ?", [killed]).item()
+    assert "lock" in message
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_killed_training_run_is_marked_abandoned(tmp_path):
+    cfg = make_data(tmp_path)
+    store = ResultsStore(Paths.of(cfg).results_db)
+    killed = store.start_run(cfg.name, "train", cfg.params_hash())
+    other = store.start_run(cfg.name, "train_baseline", cfg.params_hash())   # another lock
+    run_stage(cfg, "train")
+    status = dict(runs(cfg))
+    assert (status.pop(killed), status.pop(other)) == ("abandoned", "running")
+    assert list(status.values()) == ["succeeded"]
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
     cfg = make_data(tmp_path / "data")
