@@ -259,6 +259,17 @@ def test_a_killed_training_run_is_marked_abandoned(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_a_rerun_of_a_finished_baseline_is_byte_identical(tmp_path):
+    cfg = make_data(tmp_path)
+    first = run_stage(cfg, "train_baseline").hashes["model"]
+    tokenizer = (Paths.of(cfg).clip_model / "tokenizer/tokenizer.json").read_bytes()
+    again = run_stage(cfg, "train_baseline")
+    assert again.summary["resumed_from"] == cfg.train.steps
+    assert (Paths.of(cfg).clip_model / "tokenizer/tokenizer.json").read_bytes() == tokenizer
+    assert again.hashes["model"] == first
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
     cfg = make_data(tmp_path / "data")
     run_stage(cfg, "train_baseline")
