@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _summary_line(name: str, out) -> str:
     parts = [f"{k}={v}" for k, v in out.rows.items()]
+    if "rejected" in out.summary:   # download: the rejected rows, counted by reason
+        reasons = ", ".join(f"{r}: {n}" for r, n in out.summary["reasons"].items())
+        parts.append(f"rejected={out.summary['rejected']}" + (f" ({reasons})" if reasons else ""))
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 

@@ -269,6 +269,21 @@ def test_a_rerun_of_a_finished_baseline_is_byte_identical(tmp_path):
     assert again.hashes["model"] == first
 
 
+def test_the_download_line_counts_rejected_rows_by_reason(tmp_path, capsys):
+    root = tmp_path / "pics"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.png").write_bytes(png_bytes(i) if i else b"")
+        if i != 3:
+            (root / f"{i}.txt").write_text(f"picture {i}")
+    sources = json.dumps([{"kind": "folder", "path": str(root)}])
+    assert cli.main(["--profile", "tiny", "--set", f"data_dir={tmp_path / 'data'}",
+                     "--set", f"download.sources={sources}", "download"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("[download] done: manifest=4, shards=2, "
+                           "rejected=2 (missing caption: 1, zero bytes: 1), ")
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
     cfg = make_data(tmp_path / "data")
