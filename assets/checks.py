@@ -179,7 +179,7 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
         curve = Paths.of(flame.load()).models / model_dir / "curve.csv"
         if failed := _missing(curve):
             return failed
-        with open(curve, newline="") as f:
+        with open(curve, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         bad = [r["step"] for r in rows if not math.isfinite(float(r["loss"]))]
         problems = [f"non-finite loss at steps {bad[:10]}"] if bad else []

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _summary_line(name: str, out) -> str:
     parts = [f"{k}={v}" for k, v in out.rows.items()]
+    if "rejected" in out.summary:   # download: the rejected rows, counted by reason
+        reasons = ", ".join(f"{r}: {n}" for r, n in out.summary["reasons"].items())
+        parts.append(f"rejected={out.summary['rejected']}" + (f" ({reasons})" if reasons else ""))
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 
@@ -77,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"  UI:            bash scripts/dagster_dev.sh   (then open http://127.0.0.1:3000)")
         elif args.command == "benchmark":
             from flame_pipeline.eval.user_benchmark import evaluate_manifest
-            print(json.dumps(evaluate_manifest(cfg, args.manifest, model=args.model), indent=2))
+            result = evaluate_manifest(cfg, args.manifest, model=args.model)
+            print(json.dumps(result, indent=2))
+            for warning in result["warnings"]:
+                print(f"flame: warning: {warning}", file=sys.stderr)
         elif args.command == "report":
             from flame_pipeline.eval.evaluate import write_report
             print(write_report(cfg))

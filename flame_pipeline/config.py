@@ -1,6 +1,8 @@
 """Typed configuration: params.yaml profiles validated into frozen pydantic models.
 
-An unknown key or a wrong type is a ``ConfigError`` naming the key, raised before any work starts.
+An unknown key, a wrong type or a float that is not finite (inf, NaN) is a ``ConfigError``
+naming the key, and a YAML syntax error one naming the file (or the override), line and column,
+raised before any work starts.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: every float (rates, scales, sizes, fractions, timeouts) must be finite
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- download sources
@@ -251,12 +254,24 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _read_yaml(text: str, where: str) -> Any:
+    """``text`` parsed; a syntax error names ``where`` and the 1-based line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise ConfigError(f"{where}: line {mark.line + 1}, column {mark.column + 1}: YAML syntax "
+                          f"error: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: YAML error: {err}") from None
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``key.sub=value`` with the value read as YAML (so 3 is an int, [a, b] a list)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), _read_yaml(raw, f"override {item!r}")
 
 
 def _format_error(err: ValidationError, profile: str) -> str:
@@ -271,7 +286,9 @@ def load_profile(name: str, params_path: str | Path = "params.yaml",
     path = Path(params_path)
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = _read_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'common' and 'profiles'")
     unknown = set(doc) - {"common", "profiles"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ class StageOutput:
     hashes: dict[str, str] = field(default_factory=dict)     # filled by record()
 
 
+# the recorded run in progress in this process: (its store, stage name, run id)
+_RUN: ContextVar[tuple[ResultsStore, str, str] | None] = ContextVar("recorded_run", default=None)
+
+
 def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
     """Run ``fn(cfg, *args)`` as one recorded run: status, artifact hashes and metrics in DuckDB.
     Under torchrun only rank 0 records; the other ranks just run their share."""
@@ -28,7 +33,11 @@ def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
         return fn(cfg, *args, **kwargs)
     store = ResultsStore(Paths.of(cfg).results_db)
     with recorded_run(store, cfg.name, stage, cfg.params_hash()) as run_id:
-        out: StageOutput = fn(cfg, *args, **kwargs)
+        token = _RUN.set((store, stage, run_id))
+        try:
+            out: StageOutput = fn(cfg, *args, **kwargs)
+        finally:
+            _RUN.reset(token)
         for name, path in out.artifacts.items():
             out.hashes[name] = sha256_tree(path)
             store.add_artifact(run_id, stage, name, path, out.hashes[name], out.rows.get(name))
@@ -36,3 +45,11 @@ def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
             inputs = ",".join(f"{k}={v[:12]}" for k, v in sorted(out.hashes.items()))
             store.add_metrics(run_id, cfg.name, cfg.params_hash(), out.metrics, inputs)
     return out
+
+
+def lock_taken() -> None:
+    """Called by a stage as soon as it holds its lock: the stage's other runs still 'running'
+    lost their process (the kernel drops a dead process's lock) and are marked 'abandoned'."""
+    if run := _RUN.get():
+        store, stage, run_id = run
+        store.abandon_runs(stage, by=run_id)

@@ -96,6 +96,13 @@ class ResultsStore:
         self._write("UPDATE runs SET ended_at = ?, status = ?, message = ? WHERE run_id = ?",
                     [(_now(), status, message, run_id)])
 
+    def abandon_runs(self, stage: str, by: str) -> None:
+        """Mark ``stage``'s runs still 'running', other than ``by``, as 'abandoned': ``by`` holds
+        the stage's lock, which the kernel dropped when their process died (SIGKILL)."""
+        self._write("UPDATE runs SET ended_at = ?, status = 'abandoned', message = ? "
+                    "WHERE stage = ? AND status = 'running' AND run_id <> ?",
+                    [(_now(), f"killed: run {by} found the stage's lock free", stage, by)])
+
     def add_artifact(self, run_id: str, stage: str, name: str, path: str | Path,
                      content_hash: str, row_count: int | None = None) -> None:
         self._write("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -104,8 +104,8 @@ def test_manifest_level_errors_are_clear(tmp_path):
         read_manifest(tmp_path / "m.csv")
 
 
-def test_no_usable_rows_reports_problems_only(folder):
+def test_no_usable_rows_is_an_error_counting_the_problems(folder):
     root, _, bad = folder
-    out = benchmark(CFG, EvalModel("none", None, None, None, 32, 4), read_manifest(write(root, "jsonl", bad)))
-    assert out["used"] == 0 and sum(out["problems"].values()) == len(bad)
-    assert "retrieval" not in out and "zeroshot" not in out
+    with pytest.raises(ValueError, match=r"no usable rows \(6 read, missing_image: 1, missing_text: 1, "
+                                         r"outside_folder: 3, unreadable_image: 1\)"):
+        read_manifest(write(root, "jsonl", bad))

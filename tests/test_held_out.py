@@ -109,11 +109,11 @@ def test_url_list_group_column(tmp_path):
     (tmp_path / "list.tsv").write_text("url\tcaption\tsku\nhttp://x/1.png\ta shoe\tS-1\n"
                                        "http://x/2.png\tthe shoe again\tS-1\nhttp://x/3.png\ta hat\t\n")
     src = UrlListSource(path=str(tmp_path / "list.tsv"), group_column="sku")
-    assert [g for _, _, g in read_url_list(src)] == ["S-1", "S-1", None]
+    assert [row.group for row in read_url_list(src)] == ["S-1", "S-1", None]
     pl.DataFrame({"url": ["http://x/1.png"], "caption": ["a"], "sku": [12]}
                  ).write_parquet(tmp_path / "l.parquet")
     src = UrlListSource(path=str(tmp_path / "l.parquet"), group_column="sku")
-    assert read_url_list(src) == [("http://x/1.png", "a", "12")]
+    assert read_url_list(src) == [("http://x/1.png", "a", "12", None)]
     with pytest.raises(ValueError, match="and group column 'product'; found"):
         read_url_list(UrlListSource(path=str(tmp_path / "list.tsv"), group_column="product"))
 

@@ -313,8 +313,8 @@ def test_trimming_padding_leaves_text_features_unchanged(tmp_path):
     model = CLIPModel(clip_config(cfg, eot=999)).eval()
 
     class Words:                                  # a tokenizer stand-in: one id per word
-        def __call__(self, texts, add_special_tokens, truncation, max_length):
-            return {"input_ids": [[len(w) + 3 for w in t.split()][:max_length] for t in texts]}
+        def __call__(self, texts, add_special_tokens):
+            return {"input_ids": [[len(w) + 3 for w in t.split()] for t in texts]}
 
     batch = tokenize(Words(), ["a red square", "one two three four five six"], 77, 999)
     short = trim(batch)

@@ -11,7 +11,8 @@ byte-identical files.
 Every input row lands in the manifest as ``kept`` or ``rejected`` with a reason. Its
 ``n_bytes`` is the size of the image bytes as the source gave them (null when it had none);
 ``width``, ``height`` and ``sha256`` describe the stored PNG. One download runs per data dir
-at a time (a lock file in ``raw/work/``).
+at a time (a lock file in ``raw/work/``); the run that takes the lock marks earlier download
+runs still 'running' in the results store as 'abandoned' (killed).
 """
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ from flame_pipeline.data.sample import RawSample
 from flame_pipeline.files import atomic_path, sha256_file, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.stage import StageOutput
+from flame_pipeline.stage import StageOutput, lock_taken
 from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
-WORK_FORMAT = 6
+WORK_FORMAT = 7
 
 SHARD_COLUMNS = {"key": "str", "image": "bytes"}
 MANIFEST_SCHEMA = {
@@ -257,6 +258,7 @@ def _exclusive(work: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(f"another download is running on {work.parent}") from None
+        lock_taken()
         yield
 
 

@@ -3,11 +3,15 @@
 WebDataset: members ``<key>.<jpg|jpeg|png|webp>`` with ``<key>.txt`` (the caption) or
 ``<key>.json`` (its ``"caption"``); consecutive members sharing a key form one sample. Tars are
 read as streams and never extracted: a member whose name is absolute or contains ``..``, or
-that is not a regular file, rejects its sample.
+that is not a regular file, rejects its sample, and so does a member extension repeated within
+one sample. A sample's key is prefixed by its tar's stem, with as many parent folders as tell
+tars of the same stem apart (``a/00000``, ``b/00000``); a key seen before in the source (in the
+same tar, or the same tar listed twice) is a rejected row keyed ``<key>#<n>``.
 
 Folder: every image file (recursively) with the caption in the ``.txt`` beside it of the same
-stem; a caption file without an image is a row too ("missing image"). In both, a file over
-``max_bytes`` rejects its sample ("too large") without being read.
+stem; a caption file without an image is a row too ("missing image"); an image or caption that
+is a link leading out of the folder rejects its row unread. In both, a file over ``max_bytes``
+rejects its sample ("too large") without being read.
 
 Group (``group_key``): the value of that key in the sample's ``.json`` (WebDataset) or in the
 image's sidecar ``<stem>.json`` (folder) becomes the sample's ``group``, which curation keeps on
@@ -73,9 +77,13 @@ def _json_group(raw: bytes | None, group_key: str | None) -> tuple[str | None, s
 
 
 def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, bytes],
-                reason: str | None, group_key: str | None) -> RawSample:
-    full_key = f"webdataset/{tar_stem}/{key}"
+                reason: str | None, group_key: str | None, first: str | None = None,
+                copy: int = 1) -> RawSample:
+    """One sample; ``first`` is where a duplicate key was seen before (its ``copy``-th)."""
+    full_key = f"webdataset/{tar_stem}/{key}" + (f"#{copy}" if first else "")
     image_ext = next((e for e in TAR_IMAGE_EXTS if e in members), None)
+    if first:
+        reason = "duplicate key"
     caption: str | bytes | None = members.get("txt")
     if reason is None and caption is None and "json" in members:
         caption, reason = _json_caption(members["json"])
@@ -86,8 +94,9 @@ def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, byte
     group = None
     if reason is None:
         group, reason = _json_group(members.get("json"), group_key)
+    ref = f"{tar_path}:{key}.{image_ext or '*'}" + (f" (duplicate of {first})" if first else "")
     return RawSample(
-        key=full_key, source="webdataset", source_ref=f"{tar_path}:{key}.{image_ext or '*'}",
+        key=full_key, source="webdataset", source_ref=ref,
         image=members.get(image_ext) if reason is None else None, caption=caption,
         group=group, reject_reason=reason)
 
@@ -101,37 +110,68 @@ def _open_tar(path: Path) -> tarfile.TarFile:
         raise ValueError(f"{path}: not a readable tar file ({err})") from None
 
 
+def _shard_names(paths: list[str]) -> list[str]:
+    """Each tar's stem, prefixed by as many parent folders as tell it apart from other tars
+    (``a/00000`` and ``b/00000``); the same file listed twice keeps one name."""
+    files = [Path(p).resolve() for p in paths]
+    parts = [f.parent.parts + (f.name.split(".")[0],) for f in files]
+    depth = [1] * len(files)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        owners: dict[str, set[Path]] = {}
+        for f, name in zip(files, names):
+            owners.setdefault(name, set()).add(f)
+        clashing = [i for i, name in enumerate(names) if len(owners[name]) > 1]
+        if not clashing:
+            return names
+        for i in clashing:
+            depth[i] += 1
+
+
 def iter_webdataset(src: WebDatasetSource, start: int = 0) -> Iterator[RawSample]:
     index = 0  # sample index over all shards
-    for p in src.paths:
+    seen: dict[str, list[str]] = {}  # full key -> where each of its samples came from
+    for p, stem in zip(src.paths, _shard_names(src.paths)):
         path = Path(p)
-        stem = path.name.split(".")[0]
         with _open_tar(path) as tar:
-            key, members, reason = None, {}, None
+            key, members, exts, reason = None, {}, set(), None
+
+            def sample() -> RawSample | None:
+                """The sample just read (None before ``start``); every key is remembered."""
+                where = seen.setdefault(f"{stem}/{key}", [])
+                where.append(f"{path}:{key}")
+                if index < start:
+                    return None
+                return _tar_sample(stem, path, key, members, reason, src.group_key,
+                                   first=where[0] if len(where) > 1 else None, copy=len(where))
+
             try:
                 for member in tar:
                     if member.isdir():
                         continue
                     k, ext = _split_key(_readable(member.name))
                     if key is not None and k != key:
-                        if index >= start:
-                            yield _tar_sample(stem, path, key, members, reason, src.group_key)
-                        index, members, reason = index + 1, {}, None
+                        if done := sample():
+                            yield done
+                        index, members, exts, reason = index + 1, {}, set(), None
                     key = k
                     # in a stream a member's data is readable only until the next member
                     if unsafe_member_name(member.name):
                         reason = "unsafe tar member path"
                     elif not member.isfile():
                         reason = reason or "unsafe tar member type"
+                    elif ext in exts:               # a second .txt would replace the first
+                        reason = reason or "duplicate tar member"
                     elif member.size > src.max_bytes:
                         reason = reason or "too large"
                     elif index >= start and reason is None:
                         members[ext] = tar.extractfile(member).read()
+                    exts.add(ext)
             except tarfile.ReadError as err:
                 raise ValueError(f"{path}: corrupt tar after sample {key!r} ({err})") from None
             if key is not None:
-                if index >= start:
-                    yield _tar_sample(stem, path, key, members, reason, src.group_key)
+                if done := sample():
+                    yield done
                 index += 1
 
 
@@ -145,10 +185,13 @@ def iter_folder(src: FolderSource, start: int = 0) -> Iterator[RawSample]:
     stems_with_image = {p.with_suffix("") for p in images}
     orphans = [p for p in files if p.suffix == ".txt" and p.with_suffix("") not in stems_with_image]
     rows = sorted(images + orphans, key=lambda p: p.relative_to(root).as_posix())
+    inside = root.resolve()
     for path in rows[start:]:
         key = f"folder/{name}/{_readable(path.relative_to(root).as_posix())}"
         txt = path.with_suffix(".txt")
-        if path.suffix == ".txt":
+        if any(f.exists() and not f.resolve().is_relative_to(inside) for f in (path, txt)):
+            reason = "link outside folder"
+        elif path.suffix == ".txt":
             reason = "missing image"
         elif not txt.is_file():
             reason = "missing caption"

@@ -6,8 +6,9 @@ retried with exponential back-off, 4xx answers are not. Only http and https URLs
 fetched. Bodies (and 4xx answers, which a retry would not change) are cached per URL under
 the cache directory, so a second run fetches only what is still missing.
 
-TSV/CSV files are parsed as bytes-preserving text: a caption or URL that is not UTF-8
-reaches validation as bytes and is rejected for that row alone.
+TSV/CSV files are parsed as bytes-preserving text, one physical line per row: a caption or URL
+that is not UTF-8 reaches validation as bytes and is rejected for that row alone, and a line
+that does not parse (an unclosed quote) is rejected as "malformed row".
 
 ``group_column`` names a column whose value becomes the row's ``group`` (rows sharing it go to
 one side of the split: the same product, the same concept); an empty cell is no group.
@@ -23,7 +24,7 @@ import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import httpx
 import polars as pl
@@ -56,9 +57,30 @@ def _group(value) -> str | None:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
-def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell, str | None]]:
-    """(url, caption, group) per data row, in file order. Missing cells are None, as is the
-    group without a ``group_column``."""
+def _cells(line: str, suffix: str) -> list[str] | None:
+    """One physical line's cells, or None when it does not parse (a quote it never closes, text
+    after a closing quote): a quoted cell may not span lines, so a stray quote costs its line
+    only, never the lines after it."""
+    if suffix == ".tsv":
+        reader = csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader([line], strict=True)
+    try:
+        return next(reader, [])
+    except csv.Error:
+        return None
+
+
+class UrlRow(NamedTuple):
+    url: Cell
+    caption: Cell
+    group: str | None       # the group_column's cell (None without one, or empty)
+    problem: str | None     # "malformed row" for a TSV/CSV line that does not parse
+
+
+def read_url_list(src: UrlListSource) -> list[UrlRow]:
+    """One row per data row, in file order; missing cells are None; a TSV/CSV line that does
+    not parse is (the line, None, None, "malformed row")."""
     path = Path(src.path)
     if not path.is_file():
         raise FileNotFoundError(f"url list {path} not found")
@@ -69,22 +91,22 @@ def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell, str | None]]:
             if col is not None and col not in frame.columns:
                 raise ValueError(f"{path}: no column {col!r} (columns: {frame.columns})")
         groups = frame[src.group_column].to_list() if src.group_column else [None] * frame.height
-        return list(zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list(),
-                        map(_group, groups)))
+        return [UrlRow(u, c, _group(g), None) for u, c, g in
+                zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list(), groups)]
     if suffix not in (".tsv", ".csv"):
         raise ValueError(f"{path}: url list must be .tsv, .csv or .parquet")
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        if suffix == ".tsv":
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(f)
-        rows = list(reader)
+    # utf-8-sig: spreadsheet programs start a CSV with a byte order mark
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        lines = list(f)
     if src.header:
-        if not rows:
+        if not lines:
             raise ValueError(f"{path}: empty url list (no header row)")
-        names, rows = rows[0], rows[1:]
-    else:
-        names = [f"column_{i + 1}" for i in range(max((len(r) for r in rows), default=0))]
+        names, lines = _cells(lines[0], suffix), lines[1:]
+        if names is None:
+            raise ValueError(f"{path}: the header line does not parse")
+    cells = [_cells(line, suffix) for line in lines]
+    if not src.header:
+        names = [f"column_{i + 1}" for i in range(max((len(r) for r in cells if r), default=0))]
     try:
         ui, ci = names.index(src.url_column), names.index(src.caption_column)
         gi = names.index(src.group_column) if src.group_column else None
@@ -92,9 +114,11 @@ def read_url_list(src: UrlListSource) -> list[tuple[Cell, Cell, str | None]]:
         group = f" and group column {src.group_column!r}" if src.group_column else ""
         raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}{group}; "
                          f"found {names}") from None
-    return [(_undecoded(r[ui]) if ui < len(r) else None,
-             _undecoded(r[ci]) if ci < len(r) else None,
-             _group(_undecoded(r[gi])) if gi is not None and gi < len(r) else None) for r in rows]
+    return [UrlRow(_undecoded(line.rstrip("\r\n")), None, None, "malformed row") if r is None else
+            UrlRow(_undecoded(r[ui]) if ui < len(r) else None,
+                   _undecoded(r[ci]) if ci < len(r) else None,
+                   _group(_undecoded(r[gi])) if gi is not None and gi < len(r) else None, None)
+            for line, r in zip(lines, cells)]
 
 
 @dataclass(frozen=True)
@@ -218,24 +242,24 @@ def iter_url_list(src: UrlListSource, cache_dir: str | Path, start: int = 0) -> 
     rows = read_url_list(src)
     stem = Path(src.path).stem
     todo = iter(enumerate(rows[start:], start))
-    window: collections.deque[tuple[int, Cell, Cell, str | None, Future]] = collections.deque()
+    window: collections.deque[tuple[int, UrlRow, Future]] = collections.deque()
     with Fetcher(src, cache_dir) as fetcher:
         pool = ThreadPoolExecutor(max_workers=src.workers, thread_name_prefix="fetch")
         try:
             def submit() -> None:
-                for i, (url, caption, group) in todo:
-                    window.append((i, url, caption, group, pool.submit(fetcher.fetch, url)))
+                for i, row in todo:   # a malformed row is not fetched
+                    window.append((i, row, pool.submit(fetcher.fetch, None if row.problem else row.url)))
                     return
 
             for _ in range(2 * src.workers):
                 submit()
             while window:
-                i, url, caption, group, fut = window.popleft()
+                i, row, fut = window.popleft()
                 submit()
                 got = fut.result()
                 key = f"url_list/{stem}/{i:08d}"
-                yield RawSample(key=key, source="url_list", source_ref=_text_ref(url),
-                                image=got.data, caption=caption, group=group,
-                                reject_reason=got.reason)
+                yield RawSample(key=key, source="url_list", source_ref=_text_ref(row.url),
+                                image=got.data, caption=row.caption, group=row.group,
+                                reject_reason=row.problem or got.reason)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

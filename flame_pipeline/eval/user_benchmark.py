@@ -2,12 +2,15 @@
 
 Formats: ``.csv`` (header row), ``.parquet``, ``.jsonl`` / ``.ndjson`` (one JSON object a
 line). Columns: ``image`` (a path relative to the manifest's folder), ``text``, optional
-``language`` (default ``en``) and ``label``. Row problems are counted and reported with
-their row numbers, never fatal: a path outside the manifest's folder (``..``, absolute, or
-a symlink leading out), a missing file, an image that does not decode, an empty text, a line
-that does not parse. The remaining rows get retrieval per language (duplicate-aware: images
-grouped by sha256, texts by content) and, where labels exist, zero-shot classification with
-the labels as class names, through the same code as the evaluate stage.
+``language`` (default ``en``) and ``label``; any other column is an error naming it. Row
+problems are counted and reported with their row numbers, never fatal: a path outside the
+manifest's folder (``..``, absolute, or a symlink leading out), a missing file, an image that
+does not decode, an empty text, a language that is not a string, a line that does not parse.
+A manifest without a usable row is an error. The remaining rows get retrieval per language
+(duplicate-aware: images grouped by sha256, texts by content) and, where labels exist,
+zero-shot classification with the labels as class names, through the same code as the
+evaluate stage; a language whose gallery holds fewer than ``MIN_GALLERY`` images gets a
+warning (one image scores R@1 = 100 by chance).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from flame_pipeline.vision.preprocess import decode
 
 COLUMNS = ("image", "text", "language", "label")
 MAX_LISTED = 50   # problem rows listed by number in the result (all are counted)
+MIN_GALLERY = 10  # fewer images in a language's gallery: its recall gets a warning
 
 
 @dataclass
@@ -56,7 +60,7 @@ def _raw_rows(path: Path) -> list[dict | None]:
             out.append(obj if isinstance(obj, dict) else None)
         return out
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # BOM or not
             reader = csv.DictReader(f)
             # a row with more fields than the header (key None) or fewer (value None) is unreadable
             return [None if None in r or None in r.values() else r for r in reader]
@@ -75,6 +79,8 @@ def read_manifest(path: str | Path) -> Manifest:
     if raw and missing:
         raise ValueError(f"{path}: required column(s) {sorted(missing)} missing; "
                          f"found {sorted(present)} (columns: {', '.join(COLUMNS)})")
+    if unknown := present - set(COLUMNS):
+        raise ValueError(f"{path}: unknown column(s) {sorted(unknown)}; expected {', '.join(COLUMNS)}")
     out = Manifest(path, n_rows=len(raw))
     for number, row in enumerate(raw, start=1):
         if row is None:
@@ -86,6 +92,10 @@ def read_manifest(path: str | Path) -> Manifest:
             continue
         if not isinstance(image, str) or not image.strip():
             out.problems.append((number, "missing_image", repr(image)))
+            continue
+        language = row.get("language")
+        if language is not None and not isinstance(language, str):
+            out.problems.append((number, "bad_language", repr(language)))
             continue
         target = (folder / image).resolve()
         if not target.is_relative_to(folder):
@@ -102,8 +112,12 @@ def read_manifest(path: str | Path) -> Manifest:
             continue
         label = row.get("label")
         out.rows.append({"row": number, "image": data, "sha256": hashlib.sha256(data).hexdigest(),
-                         "text": text.strip(), "language": (row.get("language") or "en").strip() or "en",
+                         "text": text.strip(), "language": (language or "").strip() or "en",
                          "label": None if label is None or str(label).strip() == "" else str(label).strip()})
+    if not out.rows:
+        counts = Counter(r for _, r, _ in out.problems)
+        raise ValueError(f"{path}: no usable rows ({out.n_rows} read"
+                         + "".join(f", {r}: {n}" for r, n in sorted(counts.items())) + ")")
     return out
 
 
@@ -112,10 +126,8 @@ def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
     result = {"manifest": str(manifest.path), "model": model.name, "rows": manifest.n_rows,
               "used": len(manifest.rows), "problems": dict(Counter(r for _, r, _ in manifest.problems)),
               "problem_rows": [{"row": n, "reason": r, "detail": d}
-                               for n, r, d in manifest.problems[:MAX_LISTED]]}
+                               for n, r, d in manifest.problems[:MAX_LISTED]], "warnings": []}
     rows = manifest.rows
-    if not rows:
-        return result
     firsts: dict[str, bytes] = {}
     for r in rows:
         firsts.setdefault(r["sha256"], r["image"])
@@ -129,6 +141,11 @@ def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
             emb[[unique[r["sha256"]] for r in part]], [r["sha256"] for r in part],
             [r["text"] for r in part], lambda t: model.text_embeddings(t, prompt_set),
             cfg.eval.recall_ks)
+        n = int(result["retrieval"][lang]["n_images"])
+        if n < MIN_GALLERY:
+            result["warnings"].append(f"{lang}: a gallery of {n} image{'s' * (n > 1)} (under "
+                                      f"{MIN_GALLERY}): recall is not meaningful (R@1 by chance: "
+                                      f"{100 / n:.0f}%)")
     labelled = {}
     for r in rows:
         if r["label"] is not None:

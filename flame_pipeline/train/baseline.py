@@ -51,9 +51,11 @@ def clip_config(cfg: Profile, eot: int) -> CLIPConfig:
 
 
 def tokenize(tokenizer, texts: list[str], context: int, eot: int) -> dict[str, torch.Tensor]:
-    """Token ids [n, context] (caption tokens, EOT, zero padding) and the attention mask."""
-    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                       max_length=context - 1)["input_ids"]
+    """Token ids [n, context] (caption tokens, EOT, zero padding) and the attention mask.
+    Cut here, not by the tokenizer's ``truncation``: that would set the tokenizer's truncation
+    state, which ``save_pretrained`` writes out, so a rerun that trains nothing would save a
+    different ``tokenizer.json``."""
+    pieces = [p[: context - 1] for p in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     ids = torch.zeros(len(pieces), context, dtype=torch.long)
     mask = torch.zeros(len(pieces), context, dtype=torch.long)
     for i, p in enumerate(pieces):

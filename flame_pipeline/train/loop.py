@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from flame_pipeline.config import Profile
 from flame_pipeline.files import write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.stage import StageOutput
+from flame_pipeline.stage import StageOutput, lock_taken
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
 from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
@@ -127,7 +127,8 @@ def _mean_over_ranks(value: torch.Tensor) -> float:
 @contextlib.contextmanager
 def exclusive(out_dir: Path, rank: int) -> Iterator[None]:
     """One training run per model dir at a time (rank 0 holds an flock that the kernel drops
-    when the process dies); temporary files a killed run left in the dir are removed."""
+    when the process dies); temporary files a killed run left in the dir are removed, and its
+    run in the results store, still 'running', is marked 'abandoned'."""
     if rank != 0:
         yield
         return
@@ -138,6 +139,7 @@ def exclusive(out_dir: Path, rank: int) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(f"another process is training {out_dir} (it holds {lock_path})") from None
+        lock_taken()
         for stale in out_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         yield
