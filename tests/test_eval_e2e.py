@@ -4,17 +4,17 @@ import json
 import polars as pl
 import pytest
 
-from flame_pipeline.config import load_profile
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_chain, run_stage
 from flame_pipeline.store import ResultsStore
+from profiles import profile_at
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path_factory.mktemp("e2e"))})
+    cfg = profile_at(tmp_path_factory.mktemp("e2e"))
     out = run_chain(cfg)
     return cfg, out["evaluate"]
 

@@ -22,6 +22,7 @@ from flame_pipeline.text import precompute
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
+from profiles import profile_at
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -37,8 +38,7 @@ SPLITS = ["train", "train", "train", "train", "test", "test", "test"]
 
 def profile(tmp_path, **over):
     # data_dir one level down: the embed cache sits beside the data dir, so each test owns one
-    over = {"data_dir": str(tmp_path / "data"), "embed.batch_size": 2, **over}
-    return load_profile("tiny", PARAMS, overrides=over)
+    return profile_at(tmp_path / "data", {"embed.batch_size": 2, **over})
 
 
 def write_captions(cfg, captions=CAPTIONS, long=LONG, splits=SPLITS):
@@ -299,9 +299,8 @@ def test_whiten_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
     want = ((raw[4] - mean) @ want_w)
     want = (want / np.linalg.norm(want, axis=-1, keepdims=True)).mean(0)
     assert enc.computed == 0 and float(got @ (want / np.linalg.norm(want))) >= 0.999
-    other = load_profile("tiny", PARAMS, overrides={"data_dir": str(tmp_path / "data"),
-                                                    "embed.postprocess": "whiten",
-                                                    "embed.whiten_floor": 0.2})
+    other = profile_at(tmp_path / "data", {"embed.postprocess": "whiten",
+                                          "embed.whiten_floor": 0.2})
     with pytest.raises(ValueError, match="floor 0.05"):
         precompute.TextEncoder.of(other).encode(["a dog"])
 
