@@ -1,7 +1,6 @@
 """What a stage function returns, and the wrapper that records it in the results store."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ class StageOutput:
 def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
     """Run ``fn(cfg, *args)`` as one recorded run: status, artifact hashes and metrics in DuckDB.
     Under torchrun only rank 0 records; the other ranks just run their share."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    from flame_pipeline.distributed import launched_rank  # torch: loaded when a stage runs
+
+    if launched_rank() != 0:
         return fn(cfg, *args, **kwargs)
     store = ResultsStore(Paths.of(cfg).results_db)
     with recorded_run(store, cfg.name, stage, cfg.params_hash()) as run_id:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from profiles import REPO as ROOT, profile_at
+from profiles import profile_at
 
 
 def profile(data_dir: Path, sources: list[dict], **download):

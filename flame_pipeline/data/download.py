@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -35,7 +34,7 @@ from tqdm import tqdm
 from flame_pipeline.config import Profile, Source
 from flame_pipeline.data.images import PreparedImage, prepare_image
 from flame_pipeline.data.sample import RawSample
-from flame_pipeline.files import atomic_path, sha256_file, write_json, write_parquet
+from flame_pipeline.files import atomic_path, exclusive, sha256_file, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput
@@ -248,18 +247,6 @@ def _download_source(cfg: Profile, src: Source, index: int, work: Path, keys: _K
     return [fp_dir / _chunk_name(i) for i in range(done)]
 
 
-@contextlib.contextmanager
-def _exclusive(work: Path) -> Iterator[None]:
-    """One download per data dir at a time (the kernel drops the lock when a process dies)."""
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another download is running on {work.parent}") from None
-        yield
-
-
 # ---------------------------------------------------------------- merge
 def _link_tree(src: Path, dst: Path) -> None:
     def link(a: str, b: str) -> None:
@@ -303,7 +290,8 @@ def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
 def download(cfg: Profile) -> StageOutput:
     """Run every configured source; write ``raw/shards/`` and ``raw/manifest.parquet``."""
     paths = Paths.of(cfg)
-    with _exclusive(paths.download_work):
+    with exclusive(paths.download_work / ".lock",   # one download per data dir at a time
+                   f"another download is running on {paths.raw}"):
         keys = _Keys()
         chunks: list[Path] = []
         for i, src in enumerate(cfg.download.sources):

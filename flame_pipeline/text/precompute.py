@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ import polars as pl
 import torch
 
 from flame_pipeline.config import EmbedConfig, Profile
+from flame_pipeline import distributed
 from flame_pipeline.files import atomic_path, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
@@ -322,17 +322,6 @@ class TextEncoder:
 
 
 # ------------------------------------------------------------------ the stage
-def _rank_world() -> tuple[int, int]:
-    """torchrun's rank and world size (process group started here if torchrun launched us)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _read_captions(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"curated captions not found: {path} (run the curate stage)")
@@ -438,7 +427,8 @@ def embed(cfg: Profile) -> StageOutput:
     table = _read_captions(paths.captions).filter(pl.col("split").is_in(ecfg.splits))
     rows = _row_units(table, ecfg)
     enc = TextEncoder(ecfg, paths.embed_cache, postprocess_path(paths))
-    rank, world = _rank_world()
+    distributed.join()   # under torchrun each rank computes its share of the missing units
+    rank, world = distributed.world()
     all_units = [u for r in rows for u in r if u is not None]
     enc.ensure(all_units, rank, world)
     summary = {"rows": table.height, "texts": len(all_units),

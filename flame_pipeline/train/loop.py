@@ -10,9 +10,7 @@ state can be saved, and the curve files.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
-import os
 import re
 import shutil
 import time
@@ -29,13 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from flame_pipeline.config import Profile
-from flame_pipeline.files import write_parquet
+from flame_pipeline.distributed import process_group, world
+from flame_pipeline.files import exclusive, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
 from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
-from flame_pipeline.train.loss import sigmoid_loss, world
+from flame_pipeline.train.loss import sigmoid_loss
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
 from flame_pipeline.vision.towers import FlameModel
 
@@ -74,23 +73,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
-@contextlib.contextmanager
-def distributed() -> Iterator[torch.device]:
-    """Join the process group torchrun describes (if any) and yield this rank's device."""
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield device
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
 def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
     """Every rank's RNG states, as ``{"cpu.<rank>": ..., "cuda.<rank>": ...}``."""
     local = {"cpu": torch.get_rng_state()}
@@ -125,19 +107,15 @@ def _mean_over_ranks(value: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def exclusive(out_dir: Path, rank: int) -> Iterator[None]:
-    """One training run per model dir at a time (rank 0 holds an flock that the kernel drops
-    when the process dies); temporary files a killed run left in the dir are removed."""
+def training_lock(out_dir: Path, rank: int) -> Iterator[None]:
+    """One training run per model dir at a time (rank 0 holds its lock); temporary files a
+    killed run left in the dir are removed."""
     if rank != 0:
         yield
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     lock_path = out_dir.parent / f".{out_dir.name}.lock"
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another process is training {out_dir} (it holds {lock_path})") from None
+    with exclusive(lock_path, f"another process is training {out_dir} (it holds {lock_path})"):
         for stale in out_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         yield
@@ -229,11 +207,11 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
 
 def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
     """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
-    with distributed() as device:
+    with process_group() as device:
         rank, size = world()
         torch.manual_seed(cfg.train_seed)
         recipe = build(cfg)
-        with exclusive(recipe.out_dir, rank):
+        with training_lock(recipe.out_dir, rank):
             start, curve = _train(cfg, recipe, device)
             if rank == 0:
                 _finish(recipe, recipe.model, curve)
