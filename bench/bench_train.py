@@ -36,8 +36,8 @@ from profiles import profile_at  # noqa: E402
 from train_data import write_training_data  # noqa: E402
 from flame_pipeline.paths import Paths  # noqa: E402
 from flame_pipeline.text.llm import hidden_size  # noqa: E402
-from flame_pipeline.train import loop  # noqa: E402
-from flame_pipeline.train.baseline import train_baseline  # noqa: E402
+from flame_pipeline.train import flame  # noqa: E402
+from flame_pipeline.train.clip import train_baseline  # noqa: E402
 from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples  # noqa: E402
 from flame_pipeline.train.loss import sigmoid_loss  # noqa: E402
 from flame_pipeline.train.optim import build_optimizer  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
         print(f"profile default: vision {cfg.vision.hidden_size}x{cfg.vision.layers} @ "
               f"{cfg.vision.image_size}px/{cfg.vision.patch_size}, batch {b}, d_llm {dim} "
               f"({cfg.embed.llm}), {args.threads} threads")
-        flame_ips = stage_throughput(cfg, loop.train)
+        flame_ips = stage_throughput(cfg, flame.train)
         clip_ips = stage_throughput(cfg, train_baseline)
         print(f"train throughput: FLAME {flame_ips:.1f} images/s, CLIP {clip_ips:.1f} images/s "
               f"(FLAME/CLIP = {flame_ips / clip_ips:.2f}x)")

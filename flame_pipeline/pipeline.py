@@ -12,8 +12,8 @@ STAGES: dict[str, str] = {
     "download": "flame_pipeline.data.download:download",
     "curate": "flame_pipeline.data.curate:curate",
     "embed": "flame_pipeline.text.precompute:embed",
-    "train": "flame_pipeline.train.loop:train",
-    "train_baseline": "flame_pipeline.train.baseline:train_baseline",
+    "train": "flame_pipeline.train.flame:train",
+    "train_baseline": "flame_pipeline.train.clip:train_baseline",
     "evaluate": "flame_pipeline.eval.evaluate:evaluate",
 }
 

@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import flame_pipeline.train.loop as loop
+import flame_pipeline.train.flame as flame
 from flame_pipeline.paths import Paths
-from flame_pipeline.train.baseline import LONG_CAPTION_P, CaptionTexts, tokenize, train_baseline
-from flame_pipeline.train.checkpoint import CheckpointError, load_clip, load_flame, read_state
+from flame_pipeline.train.checkpoint import CheckpointError, read_state
+from flame_pipeline.train.clip import LONG_CAPTION_P, CaptionTexts, load_clip, tokenize, train_baseline
 from flame_pipeline.train.data import DataError
-from flame_pipeline.train.loop import TrainingDiverged, train
+from flame_pipeline.train.flame import load_flame, train
+from flame_pipeline.train.loop import TrainingDiverged
 from profiles import profile_at
 
 # one torch thread, like the child runs they are compared with; restored after each test
@@ -91,7 +92,7 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from flame_pipeline.config import load_profile
-    from flame_pipeline.train import checkpoint, loop, baseline
+    from flame_pipeline.train import checkpoint, clip, flame
     save = checkpoint.save_state
     def save_then_die(out_dir, model, optimizer, scheduler, info, rng):
         save(out_dir, model, optimizer, scheduler, info, rng)
@@ -99,7 +100,7 @@ CHILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.save_state = save_then_die
     cfg = load_profile("tiny", sys.argv[1], {"data_dir": sys.argv[2]})
-    (baseline.train_baseline if sys.argv[3] == "clip" else loop.train)(cfg)
+    (clip.train_baseline if sys.argv[3] == "clip" else flame.train)(cfg)
 """)
 
 
@@ -191,14 +192,14 @@ def test_embeddings_of_another_llm_or_layer_are_refused(tmp_path, make_data):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, make_data):
     cfg = make_data(tmp_path)
     calls = []
-    real = loop.sigmoid_loss
+    real = flame.sigmoid_loss
 
     def poisoned(*args):
         calls.append(1)
         loss = real(*args)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(loop, "sigmoid_loss", poisoned)
+    monkeypatch.setattr(flame, "sigmoid_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5; stopped without saving\. "
                                                r"Kept: the checkpoint of step 3"):
         train(cfg)
@@ -307,7 +308,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, kind, make
 
 def test_trimming_padding_leaves_text_features_unchanged(tmp_path, make_data):
     from transformers import CLIPModel
-    from flame_pipeline.train.baseline import clip_config, trim
+    from flame_pipeline.train.clip import clip_config, trim
     cfg = make_data(tmp_path)
     torch.manual_seed(0)
     model = CLIPModel(clip_config(cfg, eot=999)).eval()

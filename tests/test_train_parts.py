@@ -165,7 +165,7 @@ def test_positives_drawn_from_valid_embeddings(tmp_path, make_data):
 def test_paper_profile_builds_vit_b16_towers():
     """The paper profile's towers, built on the meta device (shapes only, no memory)."""
     from transformers import CLIPModel
-    from flame_pipeline.train.baseline import clip_config
+    from flame_pipeline.train.clip import clip_config
     cfg = profile_at("data/paper", profile="paper")
     with torch.device("meta"):
         flame = FlameModel(cfg.vision, 5120)             # Mistral-Nemo's hidden size
@@ -196,7 +196,7 @@ def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):
 
 
 def test_sigmoid_logit_scale_and_bias_start_from_the_train_config(tmp_path, make_data):
-    from flame_pipeline.train.loop import flame_recipe
+    from flame_pipeline.train.flame import flame_recipe
 
     paper = flame_recipe(make_data(tmp_path / "a")).model
     assert math.isclose(paper.logit_scale.exp().item(), 10.0, rel_tol=1e-6)

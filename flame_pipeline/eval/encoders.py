@@ -71,7 +71,8 @@ def clip_pooled(clip) -> Pixels:
 
 def load_eval_model(cfg: Profile, name: str) -> EvalModel:
     """The trained FLAME tower with the frozen LLM for text, or the CLIP baseline."""
-    from flame_pipeline.train.checkpoint import load_clip, load_flame
+    from flame_pipeline.train.clip import load_clip
+    from flame_pipeline.train.flame import load_flame
 
     paths = Paths.of(cfg)
     size, batch = cfg.vision.image_size, cfg.eval.batch_size

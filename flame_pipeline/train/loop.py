@@ -1,7 +1,8 @@
-"""The training loop both models share, and the FLAME training stage ``train(cfg)``.
+"""The training loop both models share.
 
-A ``Recipe`` says what differs between FLAME and the CLIP baseline (model, texts, loss, export,
-the config fields a checkpoint must match); ``run`` does the rest the same way for both:
+A ``Recipe`` says what differs between FLAME (``flame.py``) and the CLIP baseline (``clip.py``):
+model, texts, loss, export, the config fields a checkpoint must match; ``run`` does the rest
+the same way for both:
 torch.distributed when launched by torchrun (gloo on CPU, NCCL on GPU; DDP averages gradients),
 bf16 autocast where supported, AdamW + warm-up/cosine, a checkpoint every
 ``train.checkpoint_every`` steps, resume from the last one, a NaN guard that stops before a bad
@@ -29,14 +30,11 @@ from torch.utils.data import DataLoader
 from flame_pipeline.config import Profile
 from flame_pipeline.distributed import process_group, world
 from flame_pipeline.files import exclusive, write_parquet
-from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
-from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
-from flame_pipeline.train.loss import sigmoid_loss
+from flame_pipeline.train.data import StepBatches, TrainSamples
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
-from flame_pipeline.vision.towers import FlameModel
 
 # train fields that do not change the computation, so a checkpoint may differ in them
 NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed"},
@@ -218,25 +216,3 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
             if size > 1:
                 dist.barrier()
     return _summary(recipe, cfg, start, curve, size)
-
-
-# ------------------------------------------------------------------ FLAME
-def flame_recipe(cfg: Profile) -> Recipe:
-    texts = StoredEmbeddings(cfg)
-    dim = texts.dim
-    data = TrainSamples(cfg, texts)
-    model = FlameModel(cfg.vision, dim, cfg.train.logit_scale_init, cfg.train.logit_bias_init)
-    embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
-             "names": list(texts.meta["names"])}
-
-    def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
-        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
-
-    return Recipe(kind="flame", out_dir=Paths.of(cfg).flame_model, model=model, data=data, loss=loss,
-                  identity=identity_of(cfg, kind="flame", embed=embed),
-                  export=lambda m, out: ckpt.save_flame(out, m, {"embed": embed}))
-
-
-def train(cfg: Profile) -> StageOutput:
-    """The train stage: FLAME's image tower on the stored embeddings -> ``models/flame/``."""
-    return run(cfg, flame_recipe)

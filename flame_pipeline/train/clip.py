@@ -1,5 +1,6 @@
-"""The CLIP baseline: a transformers ``CLIPModel`` trained from scratch with InfoNCE, on the same
-train samples, steps, batch size and image tower sizes as FLAME, through the same loop.
+"""The CLIP baseline: the train_baseline stage's recipe (a transformers ``CLIPModel`` trained
+from scratch with InfoNCE, on the same train samples, steps, batch size and image tower sizes as
+FLAME, through the same loop) and the finished model's files.
 
 Text tower: ``baseline.text_layers`` x ``baseline.text_hidden_size`` (MLP 4x), a
 ``baseline.context_length``-token causal context; its joint embedding size is the text width.
@@ -14,6 +15,8 @@ so the baseline sees the same texts FLAME's embeddings were made from.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +29,7 @@ from flame_pipeline.config import Profile
 from flame_pipeline.files import atomic_path
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
-from flame_pipeline.train.checkpoint import CheckpointError, publish_pretrained
+from flame_pipeline.train.checkpoint import CheckpointError
 from flame_pipeline.train.data import TrainSamples, train_keys
 from flame_pipeline.train.loop import Recipe, identity_of, run
 from flame_pipeline.train.loss import info_nce
@@ -125,6 +128,16 @@ class ClipEncoder:
         return F.normalize(feats.float(), dim=-1)
 
 
+def publish_pretrained(obj, out_dir: Path) -> None:
+    """``obj.save_pretrained`` into ``out_dir``, each file renamed into place atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pretrained.", suffix=".tmp", dir=out_dir) as tmp:
+        obj.save_pretrained(tmp)
+        for f in sorted(Path(tmp).iterdir()):
+            os.replace(f, out_dir / f.name)
+
+
 def save_clip(out_dir: Path, model: CLIPModel, tokenizer) -> None:
     """``model.safetensors`` + ``config.json`` (transformers' CLIPModel), ``vision/`` (the image
     tower with its projection, ``CLIPVisionModelWithProjection``) and ``tokenizer/``."""
@@ -136,6 +149,11 @@ def save_clip(out_dir: Path, model: CLIPModel, tokenizer) -> None:
         vision.save_pretrained(tmp)
     with atomic_path(Path(out_dir) / TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)
+
+
+def load_clip(model_dir: str | Path, device: str | torch.device = "cpu") -> ClipEncoder:
+    """The trained CLIP baseline in eval mode: ``encode_image(pixels)``, ``encode_text(texts)``."""
+    return ClipEncoder.load(Path(model_dir), device)
 
 
 def clip_recipe(cfg: Profile) -> Recipe:
