@@ -4,7 +4,7 @@ import random
 import polars as pl
 import pytest
 
-from flame_pipeline.data.captions import normalise_caption, normalise_expr
+from flame_pipeline.captions import normalise_caption, normalise_expr
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -9,7 +9,7 @@ import pytest
 from flame_pipeline.config import load_profile
 from flame_pipeline.data.curate import ManifestError, curate
 from flame_pipeline.data.splits import hash_split
-from flame_pipeline.text.llm import load_tokenizer
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
 from profiles import profile_at
 

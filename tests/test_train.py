@@ -252,7 +252,7 @@ def test_clip_baseline_trains_and_encodes(tmp_path, make_data):
 
 def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_path, make_data):
     cfg = make_data(tmp_path)
-    from flame_pipeline.text.llm import load_tokenizer
+    from flame_pipeline.llm_files import load_tokenizer
     texts = CaptionTexts(cfg, load_tokenizer(cfg.embed))
     eot = texts.eot
     batch = tokenize(texts.tokenizer, ["a red square.", "word " * 200], 77, eot)

@@ -18,7 +18,7 @@ from PIL import Image
 from flame_pipeline.config import Profile
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.text.llm import llm_identity
+from flame_pipeline.llm_files import llm_identity
 
 NAMES = ["single", "short/0", "short/1", "short/2"] + [f"long/{i}" for i in range(7)]
 COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan", "orange", "grey"]

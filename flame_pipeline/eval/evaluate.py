@@ -241,7 +241,8 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 
 def evaluate(cfg: Profile) -> StageOutput:
-    from flame_pipeline.text.llm import load_llm, load_tokenizer, output_embedding
+    from flame_pipeline.llm_files import load_tokenizer
+    from flame_pipeline.text.llm import load_llm, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)

@@ -40,7 +40,8 @@ from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.text.facets import facet_embeddings
-from flame_pipeline.text.llm import device_and_dtype, llm_identity, load_llm
+from flame_pipeline.llm_files import llm_identity
+from flame_pipeline.text.llm import device_and_dtype, load_llm
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flame_pipeline.config import PromptSet
-from flame_pipeline.data.captions import normalise_caption
+from flame_pipeline.captions import normalise_caption
 
 PLACEHOLDER = "{caption}"
 

@@ -4,7 +4,7 @@ FLAME, through the same loop) and the finished model's files.
 
 Text tower: ``baseline.text_layers`` x ``baseline.text_hidden_size`` (MLP 4x), a
 ``baseline.context_length``-token causal context; its joint embedding size is the text width.
-Tokens: the embedding LLM's tokenizer (``text.llm.load_tokenizer``, no special tokens),
+Tokens: the embedding LLM's tokenizer (``llm_files.load_tokenizer``, no special tokens),
 truncated to context - 1, then an end-of-text token with the id ``len(tokenizer)`` (one past
 the tokenizer's vocabulary, so it is also the largest id, as in OpenAI CLIP); the text
 feature is the EOT position's, which CLIPTextTransformer finds through ``eos_token_id``.
@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionModelWi
 
 from flame_pipeline.config import Profile
 from flame_pipeline.files import atomic_path
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train.checkpoint import CheckpointError
@@ -157,8 +158,6 @@ def load_clip(model_dir: str | Path, device: str | torch.device = "cpu") -> Clip
 
 
 def clip_recipe(cfg: Profile) -> Recipe:
-    from flame_pipeline.text.llm import load_tokenizer
-
     tokenizer = load_tokenizer(cfg.embed)
     texts = CaptionTexts(cfg, tokenizer)
     data = TrainSamples(cfg, texts)
