@@ -131,7 +131,7 @@ class EmbedConfig(Section):
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
     # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
-    # whiten: center, then C^-1/2 of the train split's covariance per prompt set (precompute.py)
+    # whiten: center, then C^-1/2 of the train split's covariance per prompt set (text/postprocess.py)
     postprocess: Literal["none", "center", "whiten"] = "center"
     whiten_floor: float = Field(0.1, gt=0.0, le=1.0)   # eigenvalue floor / the largest eigenvalue
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation

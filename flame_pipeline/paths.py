@@ -49,6 +49,8 @@ class Paths:
     @property
     def embed_meta(self) -> Path: return self.embed / "meta.json"
     @property
+    def embed_postprocess(self) -> Path: return self.embed / "postprocess.npz"  # fitted statistics
+    @property
     def embed_cache(self) -> Path:
         # content-addressed by (model, layer, dtype, prompt, caption): safe to share between
         # profiles and ablation runs beside this one, so it sits next to the data dir

@@ -11,7 +11,7 @@ from flame_pipeline.stage import StageOutput, record
 STAGES: dict[str, str] = {
     "download": "flame_pipeline.data.download:download",
     "curate": "flame_pipeline.data.curate:curate",
-    "embed": "flame_pipeline.text.precompute:embed",
+    "embed": "flame_pipeline.text.embed:embed",
     "train": "flame_pipeline.train.flame:train",
     "train_baseline": "flame_pipeline.train.clip:train_baseline",
     "evaluate": "flame_pipeline.eval.evaluate:evaluate",

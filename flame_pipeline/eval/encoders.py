@@ -77,7 +77,7 @@ def load_eval_model(cfg: Profile, name: str) -> EvalModel:
     paths = Paths.of(cfg)
     size, batch = cfg.vision.image_size, cfg.eval.batch_size
     if name == "flame":
-        from flame_pipeline.text.precompute import TextEncoder
+        from flame_pipeline.text.encoder import TextEncoder
 
         encoder = TextEncoder.of(cfg)
         flame = load_flame(paths.flame_model)

@@ -205,12 +205,10 @@ def fingerprint(cfg: Profile) -> dict:
     Images enter through the manifest (it holds every image's sha256), so the raw shards,
     which can be large, are not hashed again.
     """
-    from flame_pipeline.text.precompute import postprocess_path
-
     paths = Paths.of(cfg)
     inputs = {"captions": paths.captions, "manifest": paths.manifest, "flame": paths.flame_model,
               "clip": paths.clip_model, "embed_meta": paths.embed_meta,
-              "embed_postprocess": postprocess_path(paths)}   # text-side statistics
+              "embed_postprocess": paths.embed_postprocess}   # text-side statistics
     code = Path(__file__).parent
     return {"inputs": {k: sha256_tree(p) if p.exists() else None for k, p in sorted(inputs.items())},
             "settings": {"eval": cfg.eval.model_dump(mode="json"),
