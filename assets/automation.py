@@ -12,6 +12,7 @@ from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus,
 from assets.resources import FlameParams
 from assets.stages import GROUP
 from flame_pipeline.config import Profile
+from flame_pipeline.data.sources import source_kind
 
 # A drop folder for new raw data (point a `folder` source at it to have the chain read it).
 INCOMING = Path("data/incoming")
@@ -27,13 +28,9 @@ weekly_retrain = ScheduleDefinition(
 
 
 def watched_paths(cfg: Profile) -> list[Path]:
-    """Where raw data comes from: the drop folder and every path a download source reads."""
-    found = [INCOMING]
-    for source in cfg.download.sources:
-        for attr in ("path", "root"):
-            if getattr(source, attr, None):
-                found.append(Path(getattr(source, attr)))
-        found += [Path(p) for p in getattr(source, "paths", [])]
+    """Where raw data comes from: the drop folder and the paths each download source reads
+    (its kind's ``watch`` in the source registry)."""
+    found = [INCOMING] + [p for src in cfg.download.sources for p in source_kind(src.kind).watch(src)]
     return sorted(set(found))
 
 

@@ -28,6 +28,8 @@ class Paths:
     def manifest(self) -> Path: return self.raw / "manifest.parquet"  # every input row
     @property
     def download_work(self) -> Path: return self.raw / "work"          # resumable chunk state
+    @property
+    def url_cache(self) -> Path: return self.download_work / "urls"    # fetched bodies per URL
 
     # curate
     @property
