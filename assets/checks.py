@@ -153,7 +153,7 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
     @asset_check(asset=stage_key(stage), name="loss_finite", blocking=True,
                  description=f"The training curve of models/{model_dir} has no NaN or infinite loss.")
     def _check(flame: FlameParams) -> AssetCheckResult:
-        curve = Paths.of(flame.load()).models / model_dir / "curve.csv"
+        curve = Paths.of(flame.load()).curve(model_dir)
         if failed := _missing(curve):
             return failed
         with open(curve, newline="") as f:

@@ -294,7 +294,7 @@ def _fingerprint(manifest_path: Path, cfg: Profile) -> dict:
 
 def _outputs(paths: Paths) -> dict[str, Path]:
     return {"captions": paths.captions, "dropped": paths.dropped,
-            "histogram": paths.curated / "token_lengths.png"}
+            "histogram": paths.token_histogram}
 
 
 def _finished(paths: Paths, fingerprint: dict) -> dict | None:

@@ -248,8 +248,7 @@ def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
 def download(cfg: Profile) -> StageOutput:
     """Run every configured source; write ``raw/shards/`` and ``raw/manifest.parquet``."""
     paths = Paths.of(cfg)
-    with exclusive(paths.download_work / ".lock",   # one download per data dir at a time
-                   f"another download is running on {paths.raw}"):
+    with exclusive(paths.download_lock, f"another download is running on {paths.raw}"):
         keys = _Keys()
         chunks: list[Path] = []
         for i, src in enumerate(cfg.download.sources):

@@ -269,11 +269,11 @@ def evaluate(cfg: Profile) -> StageOutput:
     made = []
     curves = sorted({b for r in results.values() for b in r if "retrieval" in b.split("/")[0]})
     if curves:
-        made.append(plots.recall_curves(results, curves, paths.plots / "recall_at_k.png"))
+        made.append(plots.recall_curves(results, curves, paths.recall_plot))
     per_lang = {m: {b.removeprefix("multilingual/"): v for b, v in r.items()
                     if b.startswith("multilingual/")} for m, r in results.items()}
     if any(per_lang.values()):
-        made.append(plots.language_bars(per_lang, paths.plots / "multilingual_r1.png"))
+        made.append(plots.language_bars(per_lang, paths.multilingual_plot))
     grids = None
     if "interpretability" in cfg.eval.benchmarks:
         llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
@@ -286,8 +286,8 @@ def evaluate(cfg: Profile) -> StageOutput:
         if vocab is not None:
             grids = interpretability(cfg, models["flame"], vocab,
                                      lambda i: tokenizer.decode([i]), test, images,
-                                     paths.plots / "interpretability.png")
-            made.append(paths.plots / "interpretability.png")
+                                     paths.token_map_plot)
+            made.append(paths.token_map_plot)
     for stale in set(paths.plots.glob("*.png")) - set(made):   # from a run with other settings
         stale.unlink()
 

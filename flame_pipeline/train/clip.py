@@ -171,7 +171,7 @@ def clip_recipe(cfg: Profile) -> Recipe:
 
     identity = identity_of(cfg, kind="clip", baseline=cfg.baseline.model_dump(mode="json"),
                            tokenizer={"llm": cfg.embed.llm, "vocab": len(tokenizer)})
-    return Recipe(kind="clip", out_dir=Paths.of(cfg).clip_model, model=model, data=data, loss=loss,
+    return Recipe(kind="clip", paths=Paths.of(cfg), model=model, data=data, loss=loss,
                   identity=identity, export=lambda m, out: save_clip(out, m, tokenizer))
 
 

@@ -41,7 +41,7 @@ def flame_recipe(cfg: Profile) -> Recipe:
     def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
         return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
 
-    return Recipe(kind="flame", out_dir=Paths.of(cfg).flame_model, model=model, data=data, loss=loss,
+    return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, loss=loss,
                   identity=identity_of(cfg, kind="flame", embed=embed),
                   export=lambda m, out: save_flame(out, m, {"embed": embed}))
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from flame_pipeline.config import Profile
 from flame_pipeline.distributed import process_group, world
 from flame_pipeline.files import exclusive, write_parquet
+from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
@@ -48,12 +49,16 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class Recipe:
     kind: str                                             # "flame" or "clip": the model dir name
-    out_dir: Path
+    paths: Paths
     model: nn.Module
     data: TrainSamples
     loss: Callable[[nn.Module, nn.Module, dict], torch.Tensor]  # (wrapped, bare model, batch)
     identity: dict                                        # config a checkpoint must match (+ data)
     export: Callable[[nn.Module, Path], None]             # writes the finished model files
+
+    @property
+    def out_dir(self) -> Path:
+        return self.paths.model(self.kind)
 
 
 def identity_of(cfg: Profile, **extra) -> dict:
@@ -105,14 +110,14 @@ def _mean_over_ranks(value: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def training_lock(out_dir: Path, rank: int) -> Iterator[None]:
+def training_lock(recipe: Recipe, rank: int) -> Iterator[None]:
     """One training run per model dir at a time (rank 0 holds its lock); temporary files a
     killed run left in the dir are removed."""
     if rank != 0:
         yield
         return
+    out_dir, lock_path = recipe.out_dir, recipe.paths.model_lock(recipe.kind)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = out_dir.parent / f".{out_dir.name}.lock"
     with exclusive(lock_path, f"another process is training {out_dir} (it holds {lock_path})"):
         for stale in out_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -132,8 +137,9 @@ def _diverged(recipe: Recipe, what: str, last_good: int | None) -> TrainingDiver
 def _finish(recipe: Recipe, model: nn.Module, curve: list[dict]) -> None:
     """The finished model's files (rank 0): weights, curve, plot, skipped samples."""
     recipe.export(model, recipe.out_dir)
-    write_curve(recipe.out_dir, curve, f"{recipe.kind} training loss")
-    write_parquet(recipe.out_dir / "skipped.parquet",
+    paths, kind = recipe.paths, recipe.kind
+    write_curve(paths.curve(kind), paths.loss_plot(kind), curve, f"{kind} training loss")
+    write_parquet(paths.skipped(kind),
                   pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
 
 
@@ -209,7 +215,7 @@ def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
         rank, size = world()
         torch.manual_seed(cfg.train_seed)
         recipe = build(cfg)
-        with training_lock(recipe.out_dir, rank):
+        with training_lock(recipe, rank):
             start, curve = _train(cfg, recipe, device)
             if rank == 0:
                 _finish(recipe, recipe.model, curve)
