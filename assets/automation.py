@@ -13,13 +13,14 @@ from assets.resources import FlameParams
 from assets.stages import GROUP
 from flame_pipeline.config import Profile
 from flame_pipeline.data.sources import source_kind
+from flame_pipeline.pipeline import STAGES
 
 # A drop folder for new raw data (point a `folder` source at it to have the chain read it).
 INCOMING = Path("data/incoming")
 
 flame_chain = define_asset_job(
     "flame_chain", selection=AssetSelection.groups(GROUP),
-    description="download -> curate -> embed -> train / train_baseline -> evaluate, with checks")
+    description=f"Every stage ({', '.join(STAGES)}) in dependency order, with its checks.")
 
 weekly_retrain = ScheduleDefinition(
     name="weekly_retrain", job=flame_chain, cron_schedule="0 3 * * 1",

@@ -241,8 +241,22 @@ def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
         md_table(["benchmark", "direction", "K", "flame mean R@K", "chance"], table)))
 
 
+# ------------------------------------------------------------------ report
+@asset_check(asset=stage_key("report"),
+             description="The report exists and names the latest evaluate run of this profile, "
+                         "so it shows the numbers of that run.")
+def report_names_latest_evaluation(results: ResultsStoreResource) -> AssetCheckResult:
+    run, _ = _latest_metrics(results)
+    report = Paths.of(results.params.load()).report
+    if failed := _missing(report):
+        return failed
+    problems = [] if f"run: `{run['run_id']}`" in report.read_text() else [
+        f"{report} does not name the latest evaluate run {run['run_id']}"]
+    return _result(problems, run_id=run["run_id"])
+
+
 CHECKS: list[AssetChecksDefinition] = [
     every_row_accounted_for, kept_rows_curated_or_dropped, embeddings_finite_unit_norm,
     _loss_check("train", "flame"), _loss_check("train_baseline", "clip"),
-    flame_vs_clip_recorded, retrieval_above_chance,
+    flame_vs_clip_recorded, retrieval_above_chance, report_names_latest_evaluation,
 ]

@@ -3,8 +3,8 @@
 Reads the curated test rows (and labelled training rows for the linear probe), the raw
 images and both trained models; writes ``eval/metrics.json`` and ``eval/plots/*.png``;
 returns the metrics as (model, benchmark, metric, value) rows, which ``stage.record``
-stores in DuckDB with the run and artifact hashes. ``write_report`` (``report.py``) makes
-``eval/report.md`` from DuckDB after recording.
+stores in DuckDB with the run and artifact hashes; the report stage (``report.py``) then
+writes ``eval/report.md`` from DuckDB.
 
 Benchmark names: ``zeroshot/<source>/<task>``, ``retrieval/<source>``,
 ``long_retrieval/<source>``, ``long_retrieval_no_hn/<source>`` (without the hard
@@ -33,15 +33,12 @@ from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
 from flame_pipeline.eval.interpret import token_map
 from flame_pipeline.eval.probe import linear_probe
-from flame_pipeline.eval.report import write_report
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.vision.preprocess import decode
-
-__all__ = ["evaluate", "write_report", "run_benchmarks", "classification_tasks"]
 
 Results = dict[str, dict[str, float]]   # benchmark -> metric -> value
 
