@@ -187,7 +187,7 @@ class EvalConfig(Section):
     batch_size: int = Field(256, ge=1)
     recall_ks: list[int] = [1, 5, 10]
     # "multi": short captions use the "short" facet set, long ones "long"; "single": all use
-    # "single". Class names and non-English captions always use "single" (METHOD.md).
+    # "single". Class names and non-English captions always use "single" (docs/METHOD.md#text-queries).
     prompt_mode: Literal["multi", "single"] = "multi"
     zeroshot_templates: list[str] = ["a photo of {}.", "a picture of {}.", "an image of {}.",
                                      "a drawing of {}.", "{}."]

@@ -1,4 +1,4 @@
-"""Caption normalisation rules (METHOD.md), for one string and for the Polars expression."""
+"""Caption normalisation rules (docs/METHOD.md#captions), for one string and for the Polars expression."""
 import random
 
 import polars as pl

@@ -96,7 +96,7 @@ def test_oracle_model_gets_known_answers(data):
     # Fashion-MNIST captions repeat ("a photo of a shirt."): fewer texts than images
     fm = out["retrieval/fashion_mnist"]
     assert fm["n_images"] == 12.0 and fm["n_texts"] < 12.0
-    # prompt sets by METHOD.md: short captions "short", long "long", class names and
+    # prompt sets by docs/METHOD.md#text-queries: short captions "short", long "long", class names and
     # the multilingual protocol "single"
     assert set(seen) == {"short", "long", "single"}
 

@@ -42,7 +42,7 @@ def test_cli_has_one_subcommand_per_stage_with_its_description(capsys):
 
 
 def test_design_doc_holds_the_stage_table_verbatim():
-    text = (REPO / "docs" / "DESIGN.md").read_text()
+    text = (REPO / "docs/DESIGN.md").read_text()
     block = re.search(r"<!-- stage table: `flame stages` -->\n(.*?)<!-- end -->", text, re.S)
     assert block, "docs/DESIGN.md lost its stage table markers"
     assert block[1] == stage_table(), "run `flame stages` and paste its table into docs/DESIGN.md"

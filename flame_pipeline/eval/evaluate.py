@@ -1,4 +1,4 @@
-"""The evaluate stage: every benchmark of METHOD.md, run identically on FLAME and on CLIP.
+"""The evaluate stage: every benchmark of docs/METHOD.md#evaluation, run identically on FLAME and on CLIP.
 
 Reads the curated test rows (and labelled training rows for the linear probe), the raw
 images and both trained models; writes ``eval/metrics.json`` and ``eval/plots/*.png``;
@@ -51,7 +51,7 @@ class Task:
 
 
 def caption_set(mode: str, language: str = "en") -> str:
-    """The prompt set for a short caption: METHOD.md's single prompt for non-English text."""
+    """The prompt set for a short caption: the single prompt for non-English text (docs/METHOD.md#text-queries)."""
     return "short" if mode == "multi" and language == "en" else "single"
 
 
