@@ -2,7 +2,8 @@
 
 Plain helpers that build inputs live in named modules beside this one: ``profiles.profile_at``
 (a profile whose data_dir is a temporary directory), ``train_data`` (a training data_dir),
-``download_support`` (images and an HTTP server), ``eval_oracle``, ``dvc_tool``.
+``download_support`` (images and an HTTP server), ``eval_oracle``, ``dvc_tool``, and
+``import_graph`` (the project's imports, for the layer, DVC and docs tests).
 """
 from __future__ import annotations
 
