@@ -12,13 +12,15 @@ from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus,
 from assets.resources import FlameParams
 from assets.stages import GROUP
 from flame_pipeline.config import Profile
+from flame_pipeline.data.sources import source_kind
+from flame_pipeline.pipeline import STAGES
 
 # A drop folder for new raw data (point a `folder` source at it to have the chain read it).
 INCOMING = Path("data/incoming")
 
 flame_chain = define_asset_job(
     "flame_chain", selection=AssetSelection.groups(GROUP),
-    description="download -> curate -> embed -> train / train_baseline -> evaluate, with checks")
+    description=f"Every stage ({', '.join(STAGES)}) in dependency order, with its checks.")
 
 weekly_retrain = ScheduleDefinition(
     name="weekly_retrain", job=flame_chain, cron_schedule="0 3 * * 1",
@@ -27,13 +29,9 @@ weekly_retrain = ScheduleDefinition(
 
 
 def watched_paths(cfg: Profile) -> list[Path]:
-    """Where raw data comes from: the drop folder and every path a download source reads."""
-    found = [INCOMING]
-    for source in cfg.download.sources:
-        for attr in ("path", "root"):
-            if getattr(source, attr, None):
-                found.append(Path(getattr(source, attr)))
-        found += [Path(p) for p in getattr(source, "paths", [])]
+    """Where raw data comes from: the drop folder and the paths each download source reads
+    (its kind's ``watch`` in the source registry)."""
+    found = [INCOMING] + [p for src in cfg.download.sources for p in source_kind(src.kind).watch(src)]
     return sorted(set(found))
 
 

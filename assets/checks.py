@@ -176,7 +176,7 @@ def _loss_check(stage: str, model_dir: str) -> AssetChecksDefinition:
     @asset_check(asset=stage_key(stage), name="loss_finite", blocking=True,
                  description=f"The training curve of models/{model_dir} has no NaN or infinite loss.")
     def _check(flame: FlameParams) -> AssetCheckResult:
-        curve = Paths.of(flame.load()).models / model_dir / "curve.csv"
+        curve = Paths.of(flame.load()).curve(model_dir)
         if failed := _missing(curve):
             return failed
         with open(curve, newline="", encoding="utf-8-sig") as f:
@@ -264,9 +264,23 @@ def retrieval_above_chance(results: ResultsStoreResource) -> AssetCheckResult:
         md_table(["benchmark", "direction", "K", "flame mean R@K", "chance"], table)))
 
 
+# ------------------------------------------------------------------ report
+@asset_check(asset=stage_key("report"),
+             description="The report exists and names the latest evaluate run of this profile, "
+                         "so it shows the numbers of that run.")
+def report_names_latest_evaluation(results: ResultsStoreResource) -> AssetCheckResult:
+    run, _ = _latest_metrics(results)
+    report = Paths.of(results.params.load()).report
+    if failed := _missing(report):
+        return failed
+    problems = [] if f"run: `{run['run_id']}`" in report.read_text() else [
+        f"{report} does not name the latest evaluate run {run['run_id']}"]
+    return _result(problems, run_id=run["run_id"])
+
+
 CHECKS: list[AssetChecksDefinition] = [
     every_row_accounted_for, kept_rows_curated_or_dropped, held_out_disjoint_from_train,
     embeddings_finite_unit_norm,
     _loss_check("train", "flame"), _loss_check("train_baseline", "clip"),
-    flame_vs_clip_recorded, retrieval_above_chance,
+    flame_vs_clip_recorded, retrieval_above_chance, report_names_latest_evaluation,
 ]

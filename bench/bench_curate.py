@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from flame_pipeline.config import load_profile  # noqa: E402
 from flame_pipeline.data.curate import count_tokens, curate  # noqa: E402
 from flame_pipeline.paths import Paths  # noqa: E402
-from flame_pipeline.text.llm import load_tokenizer  # noqa: E402
+from flame_pipeline.llm_files import load_tokenizer  # noqa: E402
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
 SHAPES = ["cube", "ball", "triangle", "star", "ring", "square", "cone", "heart"]

@@ -90,7 +90,7 @@ def plain_forward(embed_cfg, texts: list[str]) -> float:
 def bench_text(profile: str, n_texts: int) -> None:
     from flame_pipeline.config import ScenesSource, load_profile
     from flame_pipeline.data.scenes import generate_scenes
-    from flame_pipeline.text.precompute import TextEncoder
+    from flame_pipeline.text.encoder import TextEncoder
 
     cfg = load_profile(profile, ROOT / "params.yaml")
     # the LLM work is the cost; post-processing (a subtraction) needs the embed stage's statistics

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from flame_pipeline.config import load_profile  # noqa: E402
 from flame_pipeline.text.facets import facet_embeddings  # noqa: E402
 from flame_pipeline.text.llm import device_and_dtype, load_llm  # noqa: E402
-from flame_pipeline.text.precompute import TextEncoder  # noqa: E402
+from flame_pipeline.text.encoder import TextEncoder  # noqa: E402
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption  # noqa: E402
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]

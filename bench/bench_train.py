@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures_train import make_data  # noqa: E402
+from profiles import profile_at  # noqa: E402
+from train_data import write_training_data  # noqa: E402
 from flame_pipeline.paths import Paths  # noqa: E402
 from flame_pipeline.text.llm import hidden_size  # noqa: E402
-from flame_pipeline.train import loop  # noqa: E402
-from flame_pipeline.train.baseline import train_baseline  # noqa: E402
+from flame_pipeline.train import flame  # noqa: E402
+from flame_pipeline.train.clip import train_baseline  # noqa: E402
 from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples  # noqa: E402
 from flame_pipeline.train.loss import sigmoid_loss  # noqa: E402
 from flame_pipeline.train.optim import build_optimizer  # noqa: E402
@@ -141,18 +142,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        from flame_pipeline.config import load_profile
-        probe = load_profile("default", ROOT / "params.yaml")
+        probe = profile_at(tmp, profile="default")
         dim = hidden_size(probe.embed)
         over = {"train.steps": args.steps, "train.warmup_steps": 2, "train.checkpoint_every": 10_000,
                 "train.log_every": 1}
-        cfg = make_data(Path(tmp), n_train=2 * probe.train.batch_size, n_test=8, dim=dim, classes=8,
-                        image_size=probe.vision.image_size, overrides=over, profile="default")
+        cfg = profile_at(tmp, over, profile="default")
+        write_training_data(cfg, n_train=2 * probe.train.batch_size, n_test=8, dim=dim, classes=8,
+                            image_size=probe.vision.image_size)
         b = cfg.train.batch_size
         print(f"profile default: vision {cfg.vision.hidden_size}x{cfg.vision.layers} @ "
               f"{cfg.vision.image_size}px/{cfg.vision.patch_size}, batch {b}, d_llm {dim} "
               f"({cfg.embed.llm}), {args.threads} threads")
-        flame_ips = stage_throughput(cfg, loop.train)
+        flame_ips = stage_throughput(cfg, flame.train)
         clip_ips = stage_throughput(cfg, train_baseline)
         print(f"train throughput: FLAME {flame_ips:.1f} images/s, CLIP {clip_ips:.1f} images/s "
               f"(FLAME/CLIP = {flame_ips / clip_ips:.2f}x)")

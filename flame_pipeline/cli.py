@@ -1,4 +1,5 @@
 """The ``flame`` command line: one sub-command per stage, ``run`` for the chain."""
+# The stage sub-commands and their help come from the stage spec, flame_pipeline/pipeline.py.
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import traceback
 
 from flame_pipeline.config import ConfigError, load_profile
 from flame_pipeline.paths import Paths
-from flame_pipeline.pipeline import STAGES, run_chain, run_stage
+from flame_pipeline.pipeline import STAGES, run_chain, run_stage, stage_table
 
 
 def _common(top: bool) -> argparse.ArgumentParser:
@@ -35,16 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flame", description=__doc__.splitlines()[0],
                                 parents=[_common(top=True)])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {
-        "download": "fetch/generate samples into shards + manifest (every row kept or rejected)",
-        "curate": "normalise, filter, deduplicate and split the captions",
-        "embed": "precompute frozen-LLM facet embeddings (cached by content)",
-        "train": "train the vision tower on the stored embeddings (FLAME)",
-        "train-baseline": "train the CLIP baseline (text tower from scratch) on the same data",
-        "evaluate": "run the benchmarks for both models, record metrics, write the report",
-    }
-    for name, text in helps.items():
-        sub.add_parser(name, help=text, description=text, parents=[common])
+    for stage in STAGES.values():
+        sub.add_parser(stage.command, help=stage.description, description=stage.description,
+                       parents=[common])
     run = sub.add_parser("run", help="run the chain of stages in order", parents=[common])
     run.add_argument("--from", dest="start", choices=list(STAGES), help="first stage")
     run.add_argument("--to", dest="stop", choices=list(STAGES), help="last stage")
@@ -52,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="evaluate a trained model on your own manifest (CSV/Parquet/JSONL)")
     bench.add_argument("manifest", help="manifest with image path, text, optional language/label")
     bench.add_argument("--model", choices=["flame", "clip"], default="flame")
-    sub.add_parser("report", help="regenerate the Markdown report from the results store",
+    sub.add_parser("stages", help="print the stage graph: what each stage reads and writes",
                    parents=[common])
     return p
 
@@ -84,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
             for warning in result["warnings"]:
                 print(f"flame: warning: {warning}", file=sys.stderr)
-        elif args.command == "report":
-            from flame_pipeline.eval.evaluate import write_report
-            print(write_report(cfg))
+        elif args.command == "stages":
+            print(stage_table(), end="")
         else:
             name = args.command.replace("-", "_")
             print(_summary_line(name, run_stage(cfg, name)))

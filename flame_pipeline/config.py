@@ -142,7 +142,7 @@ class EmbedConfig(Section):
         ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
     # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
-    # whiten: center, then C^-1/2 of the train split's covariance per prompt set (precompute.py)
+    # whiten: center, then C^-1/2 of the train split's covariance per prompt set (text/postprocess.py)
     postprocess: Literal["none", "center", "whiten"] = "center"
     whiten_floor: float = Field(0.1, gt=0.0, le=1.0)   # eigenvalue floor / the largest eigenvalue
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
@@ -199,7 +199,7 @@ class EvalConfig(Section):
     split: Literal["test", "val"] = "test"     # the curated split benchmarked (val: to choose settings)
     recall_ks: list[int] = [1, 5, 10]
     # "multi": short captions use the "short" facet set, long ones "long"; "single": all use
-    # "single". Class names and non-English captions always use "single" (METHOD.md).
+    # "single". Class names and non-English captions always use "single" (docs/METHOD.md#text-queries).
     prompt_mode: Literal["multi", "single"] = "multi"
     zeroshot_templates: list[str] = ["a photo of {}.", "a picture of {}.", "an image of {}.",
                                      "a drawing of {}.", "{}."]

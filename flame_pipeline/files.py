@@ -1,7 +1,9 @@
-"""Atomic file writing and content hashing: the file contract between stages."""
+"""Atomic file writing, content hashing and the one-writer lock: the file contract between
+stages."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +53,20 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(out, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path`` for the block, so one process at a time writes
+    what it guards; the kernel drops it when the process dies. Held elsewhere: RuntimeError(busy)."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(busy) from None
+        yield
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -1,4 +1,10 @@
-"""Where each stage's files live under a profile's data_dir: the contract between stages."""
+"""Where each stage's files live under a profile's data_dir: the contract between stages.
+
+Every file and directory a stage reads or writes is named here. Inside some of them the
+layout is their format's: an MDS shard dir's ``index.json``, a model dir's weights and config
+(``train/flame.py``, ``train/clip.py``, ``train/checkpoint.py``), the download stage's
+resumable chunks under ``raw/work/`` and the embedding cache's batch files.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,6 +34,10 @@ class Paths:
     def manifest(self) -> Path: return self.raw / "manifest.parquet"  # every input row
     @property
     def download_work(self) -> Path: return self.raw / "work"          # resumable chunk state
+    @property
+    def url_cache(self) -> Path: return self.download_work / "urls"    # fetched bodies per URL
+    @property
+    def download_lock(self) -> Path: return self.download_work / ".lock"  # one download at a time
 
     # curate
     @property
@@ -38,6 +48,8 @@ class Paths:
     def dropped(self) -> Path: return self.curated / "dropped.parquet"
     @property
     def curate_stats(self) -> Path: return self.curated / "stats.json"
+    @property
+    def token_histogram(self) -> Path: return self.curated / "token_lengths.png"
 
     # embed
     @property
@@ -49,6 +61,8 @@ class Paths:
     @property
     def embed_meta(self) -> Path: return self.embed / "meta.json"
     @property
+    def embed_postprocess(self) -> Path: return self.embed / "postprocess.npz"  # fitted statistics
+    @property
     def embed_cache(self) -> Path:
         # content-addressed by (model, layer, dtype, prompt, caption): safe to share between
         # profiles and ablation runs beside this one, so it sits next to the data dir
@@ -57,10 +71,15 @@ class Paths:
     # train
     @property
     def models(self) -> Path: return self.root / "models"
+    def model(self, kind: str) -> Path: return self.models / kind   # kind: "flame" or "clip"
     @property
-    def flame_model(self) -> Path: return self.models / "flame"
+    def flame_model(self) -> Path: return self.model("flame")
     @property
-    def clip_model(self) -> Path: return self.models / "clip"
+    def clip_model(self) -> Path: return self.model("clip")
+    def model_lock(self, kind: str) -> Path: return self.models / f".{kind}.lock"  # one trainer
+    def curve(self, kind: str) -> Path: return self.model(kind) / "curve.csv"  # step, loss, lr, images_per_s
+    def loss_plot(self, kind: str) -> Path: return self.model(kind) / "loss.png"
+    def skipped(self, kind: str) -> Path: return self.model(kind) / "skipped.parquet"  # key, reason
 
     # evaluate
     @property
@@ -69,5 +88,11 @@ class Paths:
     def metrics(self) -> Path: return self.eval / "metrics.json"
     @property
     def plots(self) -> Path: return self.eval / "plots"
+    @property
+    def recall_plot(self) -> Path: return self.plots / "recall_at_k.png"
+    @property
+    def multilingual_plot(self) -> Path: return self.plots / "multilingual_r1.png"
+    @property
+    def token_map_plot(self) -> Path: return self.plots / "interpretability.png"
     @property
     def report(self) -> Path: return self.eval / "report.md"

@@ -1,14 +1,14 @@
 """What a stage function returns, and the wrapper that records it in the results store."""
 from __future__ import annotations
 
-import os
+import contextlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from flame_pipeline.config import Profile
-from flame_pipeline.files import sha256_tree
+from flame_pipeline.files import exclusive, sha256_tree
 from flame_pipeline.paths import Paths
 from flame_pipeline.store import ResultsStore, recorded_run
 
@@ -29,7 +29,9 @@ _RUN: ContextVar[tuple[ResultsStore, str, str] | None] = ContextVar("recorded_ru
 def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
     """Run ``fn(cfg, *args)`` as one recorded run: status, artifact hashes and metrics in DuckDB.
     Under torchrun only rank 0 records; the other ranks just run their share."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    from flame_pipeline.distributed import launched_rank  # torch: loaded when a stage runs
+
+    if launched_rank() != 0:
         return fn(cfg, *args, **kwargs)
     store = ResultsStore(Paths.of(cfg).results_db)
     with recorded_run(store, cfg.name, stage, cfg.params_hash()) as run_id:
@@ -47,9 +49,13 @@ def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
     return out
 
 
-def lock_taken() -> None:
-    """Called by a stage as soon as it holds its lock: the stage's other runs still 'running'
-    lost their process (the kernel drops a dead process's lock) and are marked 'abandoned'."""
-    if run := _RUN.get():
-        store, stage, run_id = run
-        store.abandon_runs(stage, by=run_id)
+@contextlib.contextmanager
+def stage_lock(lock_path: str | Path, busy: str) -> Iterator[None]:
+    """``files.exclusive`` for a stage's work: once it is held, the stage's other runs still
+    'running' in the results store lost their process (the kernel drops a dead process's lock)
+    and are marked 'abandoned'."""
+    with exclusive(lock_path, busy):
+        if run := _RUN.get():
+            store, stage, run_id = run
+            store.abandon_runs(stage, by=run_id)
+        yield

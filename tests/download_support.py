@@ -13,15 +13,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from flame_pipeline.config import load_profile
-
-ROOT = Path(__file__).resolve().parents[1]
+from profiles import profile_at
 
 
 def profile(data_dir: Path, sources: list[dict], **download):
-    over = {"data_dir": str(data_dir), "download.sources": sources}
-    over.update({f"download.{k}": v for k, v in download.items()})
-    return load_profile("tiny", ROOT / "params.yaml", over)
+    """The tiny profile at ``data_dir`` reading ``sources``, with ``download.<key>`` overrides."""
+    return profile_at(data_dir, {"download.sources": sources,
+                                 **{f"download.{k}": v for k, v in download.items()}})
 
 
 def png_bytes(seed: int = 0, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:

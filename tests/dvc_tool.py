@@ -1,4 +1,4 @@
-"""Locating and running DVC, which lives in its own tool venv (.venv-dvc, see STACK.md)."""
+"""Locating and running DVC, which lives in its own tool venv (.venv-dvc: its antlr pin clashes with Dagster's)."""
 from __future__ import annotations
 
 import os

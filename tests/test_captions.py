@@ -1,10 +1,10 @@
-"""Caption normalisation rules (METHOD.md), for one string and for the Polars expression."""
+"""Caption normalisation rules (docs/METHOD.md#captions), for one string and for the Polars expression."""
 import random
 
 import polars as pl
 import pytest
 
-from flame_pipeline.data.captions import normalise_caption, normalise_expr
+from flame_pipeline.captions import normalise_caption, normalise_expr
 
 
 @pytest.mark.parametrize("raw, expected", [

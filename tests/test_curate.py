@@ -9,8 +9,9 @@ import pytest
 from flame_pipeline.config import ConfigError, load_profile
 from flame_pipeline.data.curate import ManifestError, curate
 from flame_pipeline.data.splits import hash_split
-from flame_pipeline.text.llm import load_tokenizer
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
+from profiles import profile_at
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DEFAULTS = {"source": "scenes", "source_ref": "gen", "split": "train", "caption": "a red cube",
@@ -23,8 +24,7 @@ def sha(n) -> str:
 
 
 def profile(tmp_path, **curate):
-    overrides = {"data_dir": str(tmp_path)} | {f"curate.{k}": v for k, v in curate.items()}
-    return load_profile("tiny", PARAMS, overrides)
+    return profile_at(tmp_path, {f"curate.{k}": v for k, v in curate.items()})
 
 
 def write_manifest(tmp_path, rows: list[dict]) -> pl.DataFrame:

@@ -28,11 +28,11 @@ from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
 from assets.definitions import build_definitions, flame_resources
 from assets.resources import FlameParams, ResultsStoreResource
 from assets.metadata import data_version, dvc_md5, dvc_outs, metrics_table, stage_metadata
-from assets.stages import CHAIN, STAGE_ASSETS
+from assets.stages import STAGE_ASSETS
 from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree
 from flame_pipeline.paths import Paths
-from flame_pipeline.pipeline import STAGES
+from flame_pipeline.pipeline import STAGES, upstream
 from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.store import ResultsStore
@@ -66,12 +66,11 @@ def run_checks(*checks) -> dict[str, dg.AssetCheckEvaluation]:
 def test_definitions_load_the_chain():
     defs = build_definitions(profile="tiny", params_path=str(PARAMS))
     graph = defs.get_repository_def().asset_graph
-    assert list(CHAIN) == list(STAGES)  # the chain is the library's, in the same order
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == set(STAGES)
-    for name, (deps, _) in CHAIN.items():
+    for name in STAGES:
         node = graph.get(dg.AssetKey(name))
-        assert {k.to_user_string() for k in node.parent_keys} == set(deps)
+        assert {k.to_user_string() for k in node.parent_keys} == set(upstream(name))
         assert node.group_name == "flame"
     assert graph.get(dg.AssetKey("evaluate")).parent_keys >= {dg.AssetKey("train"),
                                                                dg.AssetKey("train_baseline")}
@@ -145,10 +144,11 @@ def test_per_run_overrides_reach_every_resource(project):
 def test_dagster_lineage_matches_dvc_deps():
     """Both doors declare the same upstream stages for each stage."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    producer = {out: name for name, s in stages.items() for out in s["do"].get("outs", [])}
+    producer = {out: name for name, s in stages.items()
+                for key in ("outs", "metrics", "plots") for out in s["do"].get(key, [])}
     for name, stage in stages.items():
-        upstream = {producer[d] for d in stage["do"]["deps"] if d in producer}
-        assert upstream == set(CHAIN[name][0]), name
+        after = {producer[d] for d in stage["do"]["deps"] if d in producer}
+        assert after == set(upstream(name)), name
 
 
 def test_profiles_data_dir_matches_dvc_layout():
@@ -199,8 +199,8 @@ def test_dvc_outs_of_a_stage_follow_dvc_yaml():
     dvc_yaml = REPO / "dvc.yaml"
     assert dvc_outs("curate", "tiny", "data/tiny", dvc_yaml) == [Path("data/tiny/curated")]
     assert dvc_outs("evaluate", "default", "data/default", dvc_yaml) == [
-        Path("data/default/eval/report.md"), Path("data/default/eval/metrics.json"),
-        Path("data/default/eval/plots")]
+        Path("data/default/eval/metrics.json"), Path("data/default/eval/plots")]
+    assert dvc_outs("report", "default", "data/default", dvc_yaml) == [Path("data/default/eval/report.md")]
     assert dvc_outs("curate", "tiny", "/elsewhere", dvc_yaml) == []  # data_dir overridden
     assert dvc_outs("curate", "paper", "data/paper", dvc_yaml) == []  # a profile DVC does not run
     assert dvc_outs("curate", "tiny", "data/tiny", REPO / "no-such-dvc.yaml") == []

@@ -210,7 +210,7 @@ def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
     result, _, project = dagster_run
     assert result.success
     repo = _repo_copy(tmp_path)
-    run_dvc("repro", "evaluate@tiny", cwd=repo, timeout=900)
+    run_dvc("repro", "report@tiny", cwd=repo, timeout=900)
     outs = _lock_outs(repo, "tiny")
     assert len(outs) >= 8 and all(p.startswith("data/tiny/") for p in outs)
     assert not [p for p in outs if not (project / p).exists()]
@@ -240,11 +240,11 @@ def test_dvc_repro_gives_the_same_files_as_dagster(dagster_run, tmp_path):
         assert [float(p["loss"]) for p in points if p["filename"] == f"{model}/curve.csv"] == \
             curve["loss"].to_list()
     assert any(k.startswith("data/tiny/eval/plots/") and v for k, v in plots.items())
-    run_dvc("push", "--with-deps", "evaluate@tiny", cwd=repo)
+    run_dvc("push", "--with-deps", "report@tiny", cwd=repo)
     assert any((repo / ".dvc" / "remote").rglob("*"))
     shutil.rmtree(repo / "data" / "tiny" / "models")
     shutil.rmtree(repo / ".dvc" / "cache")
-    run_dvc("pull", "--with-deps", "evaluate@tiny", cwd=repo)
+    run_dvc("pull", "--with-deps", "report@tiny", cwd=repo)
     assert dvc_md5(repo / "data/tiny/models/flame") == outs["data/tiny/models/flame"]
     status = run_dvc("status", "--json", cwd=repo).stdout
     assert not {k: v for k, v in json.loads(status).items() if k.endswith("@tiny")}

@@ -12,7 +12,8 @@ import time
 import polars as pl
 import pytest
 
-from download_support import ROOT, ImageServer, png_bytes, profile
+from download_support import ImageServer, png_bytes, profile
+from profiles import REPO as ROOT
 from flame_pipeline.data.download import DuplicateKeyError, download
 from flame_pipeline.files import sha256_tree
 from flame_pipeline.paths import Paths

@@ -1,4 +1,5 @@
-"""Fast DVC tests: the project's DVC files, and the md5s Dagster records are DVC's own."""
+"""Fast DVC tests: the project's DVC files follow the stage spec, and the md5s Dagster records
+are DVC's own."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import yaml
 
 from assets.metadata import dvc_md5
 from dvc_tool import REPO, run_dvc
-from flame_pipeline.pipeline import STAGES
+from flame_pipeline.pipeline import STAGES, location
+from import_graph import closure, modules
 
 
 def test_dvc_md5_equals_what_dvc_records(tmp_path):
@@ -59,3 +61,29 @@ def test_dvc_metrics_and_plots_files_are_declared():
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     plots = {k for entry in doc["plots"] for k in entry}
     assert plots == {"loss_default", "loss_tiny"}
+
+
+def _files(dep: str) -> set[Path]:
+    """The Python files a code dep names (a file, or every file under a directory)."""
+    path = REPO / dep
+    return set(path.rglob("*.py")) if path.is_dir() else {path}
+
+
+def test_each_stage_mirrors_the_spec_deps_imports_and_outs():
+    """data deps = what the spec reads, outs = what it writes, code deps = exactly the files
+    the stage function's module imports, directly or not, function-level imports included
+    (an empty package marker changes nothing and is not needed)."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for name, stage in STAGES.items():
+        body = doc["stages"][name]["do"]
+        assert body["cmd"] == f"flame {stage.command} --profile ${{item}}"
+        data = [d for d in body["deps"] if d.startswith("data/")]
+        assert data == [f"data/${{item}}/{location(r).as_posix()}" for r in stage.reads], name
+        outs = body.get("outs", []) + body.get("metrics", []) + body.get("plots", [])
+        assert sorted(outs) == sorted(f"data/${{item}}/{location(w).as_posix()}"
+                                      for w in stage.writes), name
+        code = set().union(*(_files(d) for d in body["deps"] if not d.startswith("data/")))
+        imported = {modules()[m] for m in closure(stage.function.split(":")[0])}
+        missing = {f for f in imported - code if f.read_text().strip()}
+        assert not missing, f"{name}: dvc.yaml misses {sorted(str(f) for f in missing)}"
+        assert not code - imported, f"{name}: dvc.yaml lists {sorted(str(f) for f in code - imported)}"

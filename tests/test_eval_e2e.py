@@ -1,26 +1,27 @@
-"""End-to-end (slow): the tiny chain, then the evaluate stage's files, DuckDB rows and report."""
+"""End-to-end (slow): the tiny chain, then the evaluate stage's files and DuckDB rows, and the
+report stage's report."""
 import json
 
 import polars as pl
 import pytest
 
-from flame_pipeline.config import load_profile
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_chain, run_stage
 from flame_pipeline.store import ResultsStore
+from profiles import profile_at
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path_factory.mktemp("e2e"))})
+    cfg = profile_at(tmp_path_factory.mktemp("e2e"))
     out = run_chain(cfg)
-    return cfg, out["evaluate"]
+    return cfg, out["evaluate"], out["report"]
 
 
 def test_both_models_get_every_metric_recorded(chain):
-    cfg, out = chain
+    cfg, out, _ = chain
     paths = Paths.of(cfg)
     rows = ResultsStore(paths.results_db).query(
         "SELECT m.model, m.benchmark, m.metric, m.value FROM metrics m JOIN runs r USING (run_id) "
@@ -42,8 +43,9 @@ def test_both_models_get_every_metric_recorded(chain):
 
 
 def test_report_and_plots(chain):
-    cfg, out = chain
+    cfg, _, out = chain
     paths = Paths.of(cfg)
+    assert out.artifacts["report"] == paths.report
     report = out.artifacts["report"].read_text()
     for name in ("recall_at_k", "multilingual_r1", "interpretability"):
         assert (paths.plots / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -53,7 +55,7 @@ def test_report_and_plots(chain):
 
 
 def test_rerun_resumes_with_the_same_numbers_and_a_change_recomputes(chain):
-    cfg, first = chain
+    cfg, first, _ = chain
     assert first.summary["resumed"] is False
     again = run_stage(cfg, "evaluate")
     assert again.summary["resumed"] is True and again.metrics == first.metrics

@@ -3,22 +3,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flame_pipeline.config import load_profile
 from flame_pipeline.eval import plots
 from flame_pipeline.eval.report import write_report
 from flame_pipeline.paths import Paths
 from flame_pipeline.store import ResultsStore, recorded_run
 
 
-@pytest.fixture
-def cfg(tmp_path):
-    return load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path / "data")})
-
-
-def fill(store: ResultsStore, cfg, rows, status_ok=True):
+def fill(store: ResultsStore, tiny_cfg, rows, status_ok=True):
     try:
-        with recorded_run(store, cfg.name, "evaluate", cfg.params_hash()) as run_id:
-            store.add_metrics(run_id, cfg.name, cfg.params_hash(), rows, "metrics=abc123")
+        with recorded_run(store, tiny_cfg.name, "evaluate", tiny_cfg.params_hash()) as run_id:
+            store.add_metrics(run_id, tiny_cfg.name, tiny_cfg.params_hash(), rows, "metrics=abc123")
             if not status_ok:
                 raise RuntimeError("boom")
     except RuntimeError:
@@ -26,12 +20,12 @@ def fill(store: ResultsStore, cfg, rows, status_ok=True):
     return run_id
 
 
-def test_report_puts_models_side_by_side_from_duckdb(cfg):
-    store = ResultsStore(Paths.of(cfg).results_db)
-    with recorded_run(store, cfg.name, "train", cfg.params_hash()) as train_run:
+def test_report_puts_models_side_by_side_from_duckdb(tiny_cfg):
+    store = ResultsStore(Paths.of(tiny_cfg).results_db)
+    with recorded_run(store, tiny_cfg.name, "train", tiny_cfg.params_hash()) as train_run:
         store.add_artifact(train_run, "train", "model", "models/flame", "f" * 64, None)
-    fill(store, cfg, [("flame", "retrieval/scenes", "i2t_R@1", 1.0)])          # older run
-    run_id = fill(store, cfg, [
+    fill(store, tiny_cfg, [("flame", "retrieval/scenes", "i2t_R@1", 1.0)])          # older run
+    run_id = fill(store, tiny_cfg, [
         ("flame", "retrieval/scenes", "i2t_R@1", 42.5), ("clip", "retrieval/scenes", "i2t_R@1", 12.25),
         ("flame", "retrieval/scenes", "t2i_R@1", 40.0), ("clip", "retrieval/scenes", "t2i_R@1", 10.0),
         ("flame", "retrieval/scenes", "n_images", 16), ("clip", "retrieval/scenes", "n_images", 16),
@@ -39,8 +33,8 @@ def test_report_puts_models_side_by_side_from_duckdb(cfg):
         ("flame", "multilingual/de", "i2t_R@1", 30.0), ("clip", "multilingual/de", "i2t_R@1", 5.0),
         ("flame", "zeroshot/scenes/shape", "top1", 77.0),
     ])
-    fill(store, cfg, [("flame", "retrieval/scenes", "i2t_R@1", 99.0)], status_ok=False)  # failed run
-    report = write_report(cfg).read_text()
+    fill(store, tiny_cfg, [("flame", "retrieval/scenes", "i2t_R@1", 99.0)], status_ok=False)  # failed run
+    report = write_report(tiny_cfg).read_text()
     assert f"`{run_id}`" in report
     lines = report.splitlines()
     head = lines.index("## Image-text retrieval")
@@ -58,13 +52,13 @@ def test_report_puts_models_side_by_side_from_duckdb(cfg):
     assert f"| train | model | `{'f' * 16}` | `{train_run}` |" in report   # provenance
 
 
-def test_report_without_a_run_is_a_clear_error(cfg):
+def test_report_without_a_run_is_a_clear_error(tiny_cfg):
     with pytest.raises(LookupError, match="no successful evaluate run"):
-        write_report(cfg)
+        write_report(tiny_cfg)
 
 
-def test_plots_are_written_and_linked(cfg):
-    paths = Paths.of(cfg)
+def test_plots_are_written_and_linked(tiny_cfg):
+    paths = Paths.of(tiny_cfg)
     metrics = {m: {"retrieval/scenes": {f"{d}_R@{k}": float(k * s) for d in ("i2t", "t2i")
                                         for k in (1, 5, 10)}} for m, s in (("flame", 8), ("clip", 3))}
     plots.recall_curves(metrics, ["retrieval/scenes"], paths.plots / "recall.png")
@@ -77,7 +71,7 @@ def test_plots_are_written_and_linked(cfg):
         with Image.open(paths.plots / f"{name}.png") as im:
             assert im.format == "PNG" and im.width > 100
     store = ResultsStore(paths.results_db)
-    fill(store, cfg, [("flame", "retrieval/scenes", "i2t_R@1", 8.0)])
-    report = write_report(cfg).read_text()
+    fill(store, tiny_cfg, [("flame", "retrieval/scenes", "i2t_R@1", 8.0)])
+    report = write_report(tiny_cfg).read_text()
     for name in ("lang", "map", "recall"):
         assert f"](plots/{name}.png)" in report

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from flame_pipeline.config import FashionMnistSource, ScenesSource, load_profile
+from flame_pipeline.config import FashionMnistSource, ScenesSource
 from flame_pipeline.data.packaged import iter_fashion_mnist
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.data import load_images, load_rows
@@ -27,11 +27,12 @@ from flame_pipeline.text.llm import load_llm, output_embedding
 from flame_pipeline.vision.towers import FlameModel
 
 from eval_oracle import OracleVision, oracle_text
+from profiles import profile_at
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(root)})
+    cfg = profile_at(root)
     samples = list(generate_scenes(ScenesSource(n_train=24, n_test=8, image_size=32,
                                                 languages=["en", "de", "fr"]), seed=0))
     samples += list(iter_fashion_mnist(FashionMnistSource(n_train=30, n_test=12)))
@@ -97,7 +98,7 @@ def test_oracle_model_gets_known_answers(data):
     # Fashion-MNIST captions repeat ("a photo of a shirt."): fewer texts than images
     fm = out["retrieval/fashion_mnist"]
     assert fm["n_images"] == 12.0 and fm["n_texts"] < 12.0
-    # prompt sets by METHOD.md: short captions "short", long "long", class names and
+    # prompt sets by docs/METHOD.md#text-queries: short captions "short", long "long", class names and
     # the multilingual protocol "single"
     assert set(seen) == {"short", "long", "single"}
 
@@ -173,7 +174,7 @@ def test_truncate_texts_keeps_short_texts_and_cuts_long_ones(data):
 
 
 def test_a_finished_run_is_found_only_with_the_same_fingerprint(tmp_path):
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path)})
+    cfg = profile_at(tmp_path)
     paths = Paths.of(cfg)
     write_parquet(paths.captions, pl.DataFrame({"key": ["a"], "caption": ["a red circle."]}))
     fp = fingerprint(cfg)

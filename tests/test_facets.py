@@ -8,7 +8,8 @@ import torch
 
 from flame_pipeline.config import load_profile
 from flame_pipeline.text import facets
-from flame_pipeline.text.llm import ModelNotFoundError, load_llm
+from flame_pipeline.llm_files import ModelNotFoundError
+from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -9,8 +9,9 @@ import tarfile
 import polars as pl
 import pytest
 
-from download_support import ROOT, png_bytes, profile
-from flame_pipeline.config import ConfigError, UrlListSource, load_profile
+from download_support import png_bytes, profile
+from profiles import profile_at
+from flame_pipeline.config import ConfigError, UrlListSource
 from flame_pipeline.data.curate import curate
 from flame_pipeline.data.download import download
 from flame_pipeline.data.splits import hash_split
@@ -21,9 +22,8 @@ from flame_pipeline.store import ResultsStore
 
 
 def folder_cfg(tmp_path, folder, **source):
-    return load_profile("tiny", ROOT / "params.yaml", {
-        "data_dir": str(tmp_path / "data"), "curate.test_fraction": 0.3,
-        "download.sources": [{"kind": "folder", "path": str(folder), **source}]})
+    return profile_at(tmp_path / "data", {
+        "curate.test_fraction": 0.3, "download.sources": [{"kind": "folder", "path": str(folder), **source}]})
 
 
 def test_folder_with_each_caption_under_three_images_holds_captions_out(tmp_path):

@@ -14,7 +14,6 @@ import pytest
 
 from download_support import ImageServer, png_bytes, profile
 from eval_oracle import OracleVision, oracle_text
-from fixtures_train import make_data, one_thread  # noqa: F401 (fixture)
 from flame_pipeline import cli
 from flame_pipeline.config import ConfigError, ScenesSource, load_profile
 from flame_pipeline.data.download import download
@@ -247,7 +246,7 @@ def test_a_killed_download_run_is_marked_abandoned_once_its_lock_is_free(tmp_pat
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_killed_training_run_is_marked_abandoned(tmp_path):
+def test_a_killed_training_run_is_marked_abandoned(tmp_path, make_data):
     cfg = make_data(tmp_path)
     store = ResultsStore(Paths.of(cfg).results_db)
     killed = store.start_run(cfg.name, "train", cfg.params_hash())
@@ -259,7 +258,7 @@ def test_a_killed_training_run_is_marked_abandoned(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_rerun_of_a_finished_baseline_is_byte_identical(tmp_path):
+def test_a_rerun_of_a_finished_baseline_is_byte_identical(tmp_path, make_data):
     cfg = make_data(tmp_path)
     first = run_stage(cfg, "train_baseline").hashes["model"]
     tokenizer = (Paths.of(cfg).clip_model / "tokenizer/tokenizer.json").read_bytes()
@@ -285,7 +284,7 @@ def test_the_download_line_counts_rejected_rows_by_reason(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys):
+def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys, make_data):
     cfg = make_data(tmp_path / "data")
     run_stage(cfg, "train_baseline")
     rows = bench_folder(tmp_path, 1)

@@ -1,4 +1,5 @@
-"""Loading the frozen LLM and its tokenizer: packaged GGUF cache, tiny-random, bad paths."""
+"""The frozen LLM's files and tokenizer (llm_files) and loading the model (text.llm): packaged
+GGUF cache, tiny-random, bad paths."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from flame_pipeline.config import EmbedConfig, load_profile
+from flame_pipeline import llm_files
 from flame_pipeline.text import llm
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -19,8 +21,8 @@ def embed_cfg(**over) -> EmbedConfig:
 
 
 def test_tokenizer_from_packaged_gguf_is_cached():
-    tok = llm.load_tokenizer(embed_cfg(llm="smollm2-135m"))
-    cached = llm.cache_root() / "smollm2-135m" / "tokenizer"
+    tok = llm_files.load_tokenizer(embed_cfg(llm="smollm2-135m"))
+    cached = llm_files.cache_root() / "smollm2-135m" / "tokenizer"
     assert (cached / "tokenizer.json").is_file()
     ids = tok("a red square", add_special_tokens=False).input_ids
     assert len(ids) >= 3 and tok.decode(ids) == "a red square"
@@ -28,16 +30,16 @@ def test_tokenizer_from_packaged_gguf_is_cached():
 
 
 def test_tiny_random_uses_the_smollm2_tokenizer():
-    a = llm.load_tokenizer(embed_cfg(llm="tiny-random"))
-    b = llm.load_tokenizer(embed_cfg(llm="smollm2-135m"))
+    a = llm_files.load_tokenizer(embed_cfg(llm="tiny-random"))
+    b = llm_files.load_tokenizer(embed_cfg(llm="smollm2-135m"))
     text = "two blue circles left of a green triangle"
     assert a(text).input_ids == b(text).input_ids
 
 
 @pytest.mark.parametrize("name", ["/nonexistent/model.gguf", "./no/such/dir", "not a model"])
 def test_missing_model_is_a_clear_error(name):
-    with pytest.raises(llm.ModelNotFoundError, match="not found"):
-        llm.load_tokenizer(embed_cfg(llm=name))
+    with pytest.raises(llm_files.ModelNotFoundError, match="not found"):
+        llm_files.load_tokenizer(embed_cfg(llm=name))
 
 
 def test_load_llm_is_frozen_in_eval_mode_and_seeded():
@@ -53,15 +55,15 @@ def test_load_llm_is_frozen_in_eval_mode_and_seeded():
 
 
 def test_identity_names_the_weights():
-    tiny = llm.llm_identity(embed_cfg(llm="tiny-random"))
-    assert tiny != llm.llm_identity(embed_cfg(llm="tiny-random", init_seed=1))
-    smol = llm.llm_identity(embed_cfg(llm="smollm2-135m"))
+    tiny = llm_files.llm_identity(embed_cfg(llm="tiny-random"))
+    assert tiny != llm_files.llm_identity(embed_cfg(llm="tiny-random", init_seed=1))
+    smol = llm_files.llm_identity(embed_cfg(llm="smollm2-135m"))
     assert len(smol["weights"]) == 64 and tiny["tokenizer"] == smol["weights"]
 
 
 @pytest.mark.slow
 def test_a_gguf_file_is_converted_once_to_a_cached_safetensors_copy(tmp_path, monkeypatch):
-    gguf = llm.PACKAGED["smollm2-135m"](tmp_path)
+    gguf = llm_files.PACKAGED["smollm2-135m"](tmp_path)
     monkeypatch.setenv("FLAME_CACHE", str(tmp_path / "cache"))
     cfg = embed_cfg(llm=str(gguf), dtype="fp32")
     model, _ = llm.load_llm(cfg)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from flame_pipeline.config import PromptSet, load_profile
-from flame_pipeline.text.llm import load_tokenizer
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, prepare_caption
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

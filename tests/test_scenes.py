@@ -188,7 +188,7 @@ def test_held_out_combos_never_in_training_but_in_test():
 
 
 def test_evaluation_scenes_rebuild_the_generated_test_scenes():
-    """``evaluation_scenes`` gives back the scene each test row shows (bench/held_out.py reads
+    """``evaluation_scenes`` gives back the scene each test row shows (experiments/held_out.py reads
     held-out pairs through it): the same image and the pairs its caption names."""
     src = SRC.model_copy(update={"n_train": 0, "n_test": 30, "languages": ["en"], "image_size": 32,
                                  "train_foreign_fraction": 0.0})

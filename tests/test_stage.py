@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree
 from flame_pipeline.stage import StageOutput, record
 from flame_pipeline.store import ResultsStore
+from profiles import profile_at
 
 
 def _stage(cfg):
@@ -14,7 +14,7 @@ def _stage(cfg):
 
 
 def test_record_stores_run_artifact_hash_and_metrics(tmp_path):
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path)})
+    cfg = profile_at(tmp_path)
     out = record(cfg, "demo", _stage)
     store = ResultsStore(tmp_path / "results.duckdb")
     assert store.query("SELECT stage, status, params_hash FROM runs").row(0) == \
@@ -27,7 +27,7 @@ def test_record_stores_run_artifact_hash_and_metrics(tmp_path):
 
 
 def test_only_rank_zero_records(tmp_path, monkeypatch):
-    cfg = load_profile("tiny", "params.yaml", {"data_dir": str(tmp_path)})
+    cfg = profile_at(tmp_path)
     monkeypatch.setenv("RANK", "1")
     record(cfg, "demo", _stage)
     assert not (tmp_path / "results.duckdb").exists()

@@ -12,13 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import flame_pipeline.train.loop as loop
+import flame_pipeline.train.flame as flame
 from flame_pipeline.paths import Paths
-from flame_pipeline.train.baseline import LONG_CAPTION_P, CaptionTexts, tokenize, train_baseline
-from flame_pipeline.train.checkpoint import CheckpointError, load_clip, load_flame, read_state
+from flame_pipeline.train.checkpoint import CheckpointError, read_state
+from flame_pipeline.train.clip import LONG_CAPTION_P, CaptionTexts, load_clip, tokenize, train_baseline
 from flame_pipeline.train.data import DataError
-from flame_pipeline.train.loop import TrainingDiverged, train
-from fixtures_train import one_thread, make_data, tiny_profile  # noqa: F401 (fixture)
+from flame_pipeline.train.flame import load_flame, train
+from flame_pipeline.train.loop import TrainingDiverged
+from profiles import profile_at
 
 # one torch thread, like the child runs they are compared with; restored after each test
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,7 +30,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatch):
+def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatch, make_data):
     cfg = make_data(tmp_path, no_image=("s003",), no_embedding=("s005",), corrupt_image=("s007",))
     import flame_pipeline.text.llm as llm
 
@@ -68,7 +69,7 @@ def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
-def test_a_lost_shard_file_skips_its_samples_with_the_reason(tmp_path, damage):
+def test_a_lost_shard_file_skips_its_samples_with_the_reason(tmp_path, damage, make_data):
     cfg = make_data(tmp_path, shard_bytes=20_000)
     shards = sorted((tmp_path / "raw" / "shards").glob("shard.*.mds"))
     assert len(shards) >= 3
@@ -91,7 +92,7 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from flame_pipeline.config import load_profile
-    from flame_pipeline.train import checkpoint, loop, baseline
+    from flame_pipeline.train import checkpoint, clip, flame
     save = checkpoint.save_state
     def save_then_die(out_dir, model, optimizer, scheduler, info, rng):
         save(out_dir, model, optimizer, scheduler, info, rng)
@@ -99,12 +100,12 @@ CHILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.save_state = save_then_die
     cfg = load_profile("tiny", sys.argv[1], {"data_dir": sys.argv[2]})
-    (baseline.train_baseline if sys.argv[3] == "clip" else loop.train)(cfg)
+    (clip.train_baseline if sys.argv[3] == "clip" else flame.train)(cfg)
 """)
 
 
 @pytest.mark.parametrize("kind", ["flame", pytest.param("clip", marks=pytest.mark.slow)])
-def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, kind):
+def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, kind, make_data):
     stage = train if kind == "flame" else train_baseline
     straight = make_data(tmp_path / "a")
     stage(straight)
@@ -133,29 +134,29 @@ def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, k
     assert stage(killed).summary["resumed_from"] == 6
 
 
-def test_checkpoint_from_another_config_is_refused(tmp_path):
+def test_checkpoint_from_another_config_is_refused(tmp_path, make_data):
     cfg = make_data(tmp_path)
     train(cfg)
-    other = tiny_profile(tmp_path, {"vision.hidden_size": 16})
+    other = profile_at(tmp_path, {"vision.hidden_size": 16})
     with pytest.raises(CheckpointError, match=r"vision\.hidden_size: checkpoint 32, this run 16"):
         train(other)
     # other training data (a sample fewer) is refused too
     make_data(tmp_path / "fewer", no_image=("s002",))
     (tmp_path / "fewer" / "models").symlink_to(tmp_path / "models")
     with pytest.raises(CheckpointError, match=r"data\.samples: checkpoint 24, this run 23"):
-        train(tiny_profile(tmp_path / "fewer"))
+        train(profile_at(tmp_path / "fewer"))
     # fields that do not change the computation may differ
-    assert train(tiny_profile(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
+    assert train(profile_at(tmp_path, {"train.log_every": 2})).summary["resumed_from"] == 6
 
 
-def test_train_seed_retrains_on_the_same_data(tmp_path):
+def test_train_seed_retrains_on_the_same_data(tmp_path, make_data):
     cfg = make_data(tmp_path)
     train(cfg)
     first = _weights(tmp_path / "models" / "flame")
     # train.seed equal to the profile's seed is the same run: its checkpoint is accepted
-    same = tiny_profile(tmp_path, {"train.seed": cfg.seed})
+    same = profile_at(tmp_path, {"train.seed": cfg.seed})
     assert train(same).summary["resumed_from"] == cfg.train.steps
-    other = tiny_profile(tmp_path, {"train.seed": cfg.seed + 1})
+    other = profile_at(tmp_path, {"train.seed": cfg.seed + 1})
     with pytest.raises(CheckpointError, match=r"seed: checkpoint 0, this run 1"):
         train(other)
     shutil.rmtree(tmp_path / "models" / "flame")
@@ -168,7 +169,7 @@ def test_train_seed_retrains_on_the_same_data(tmp_path):
     assert all(torch.equal(first[k], v) for k, v in _weights(tmp_path / "models" / "flame").items())
 
 
-def test_one_training_run_per_model_dir(tmp_path):
+def test_one_training_run_per_model_dir(tmp_path, make_data):
     import fcntl
     cfg = make_data(tmp_path)
     (tmp_path / "models").mkdir()
@@ -179,7 +180,7 @@ def test_one_training_run_per_model_dir(tmp_path):
     assert train(cfg).summary["resumed_from"] == 0
 
 
-def test_embeddings_of_another_llm_or_layer_are_refused(tmp_path):
+def test_embeddings_of_another_llm_or_layer_are_refused(tmp_path, make_data):
     cfg = make_data(tmp_path)
     for change in ({"layer": -3}, {"llm": "smollm2-135m"}):
         other = cfg.model_copy(update={"embed": cfg.embed.model_copy(update=change)})
@@ -188,17 +189,17 @@ def test_embeddings_of_another_llm_or_layer_are_refused(tmp_path):
     assert not Paths.of(cfg).flame_model.exists()
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, make_data):
     cfg = make_data(tmp_path)
     calls = []
-    real = loop.sigmoid_loss
+    real = flame.sigmoid_loss
 
     def poisoned(*args):
         calls.append(1)
         loss = real(*args)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(loop, "sigmoid_loss", poisoned)
+    monkeypatch.setattr(flame, "sigmoid_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5; stopped without saving\. "
                                                r"Kept: the checkpoint of step 3"):
         train(cfg)
@@ -209,7 +210,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert not (d / "model.safetensors").exists()
 
 
-def test_flame_learns_the_fixture(tmp_path):
+def test_flame_learns_the_fixture(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.steps": 30, "train.lr": 2e-3, "train.warmup_steps": 3,
                                          "train.checkpoint_every": 30})
     train(cfg)
@@ -227,7 +228,7 @@ def test_flame_learns_the_fixture(tmp_path):
     assert (img @ classes.T).argmax(1).tolist() == [24 % 4, 25 % 4, 26 % 4, 27 % 4]
 
 
-def test_clip_baseline_trains_and_encodes(tmp_path):
+def test_clip_baseline_trains_and_encodes(tmp_path, make_data):
     cfg = make_data(tmp_path, no_image=("s003",))
     out = train_baseline(cfg)
     d = tmp_path / "models" / "clip"
@@ -249,9 +250,9 @@ def test_clip_baseline_trains_and_encodes(tmp_path):
     assert full.config.text_config.max_position_embeddings == 77
 
 
-def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_path):
+def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_path, make_data):
     cfg = make_data(tmp_path)
-    from flame_pipeline.text.llm import load_tokenizer
+    from flame_pipeline.llm_files import load_tokenizer
     texts = CaptionTexts(cfg, load_tokenizer(cfg.embed))
     eot = texts.eot
     batch = tokenize(texts.tokenizer, ["a red square.", "word " * 200], 77, eot)
@@ -267,7 +268,7 @@ def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_p
             for s in range(20)} == {min(lens)}                                       # no long caption
 
 
-def test_bf16_and_gradient_checkpointing_options_run(tmp_path):
+def test_bf16_and_gradient_checkpointing_options_run(tmp_path, make_data):
     base = make_data(tmp_path / "a", overrides={"train.steps": 2})
     train(base)
     ckpt = make_data(tmp_path / "b", overrides={"train.steps": 2, "vision.gradient_checkpointing": True})
@@ -283,7 +284,7 @@ def test_bf16_and_gradient_checkpointing_options_run(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flame", "clip"])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, kind):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, kind, make_data):
     """torchrun --nproc_per_node 2 (gloo) vs 1 process: same global batch of 8 -> same loss curve
     within 1e-5 relative (only the order of float reductions differs). Seen: 1.3e-7 FLAME, 2.3e-7 CLIP."""
     curves = {}
@@ -305,9 +306,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, kind):
     assert curves[2] == pytest.approx(curves[1], rel=1e-5)
 
 
-def test_trimming_padding_leaves_text_features_unchanged(tmp_path):
+def test_trimming_padding_leaves_text_features_unchanged(tmp_path, make_data):
     from transformers import CLIPModel
-    from flame_pipeline.train.baseline import clip_config, trim
+    from flame_pipeline.train.clip import clip_config, trim
     cfg = make_data(tmp_path)
     torch.manual_seed(0)
     model = CLIPModel(clip_config(cfg, eot=999)).eval()
@@ -325,7 +326,7 @@ def test_trimming_padding_leaves_text_features_unchanged(tmp_path):
     assert torch.allclose(full, cut, atol=1e-5)
 
 
-def test_unreadable_checkpoint_and_missing_models_are_clear_errors(tmp_path):
+def test_unreadable_checkpoint_and_missing_models_are_clear_errors(tmp_path, make_data):
     cfg = make_data(tmp_path)
     d = tmp_path / "models" / "flame"
     d.mkdir(parents=True)

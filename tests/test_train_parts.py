@@ -13,7 +13,7 @@ from flame_pipeline.train.loss import info_nce, sigmoid_loss
 from flame_pipeline.train.optim import build_optimizer, build_scheduler, lr_factor
 from flame_pipeline.vision import preprocess
 from flame_pipeline.vision.towers import FlameModel
-from fixtures_train import one_thread, make_data  # noqa: F401 (fixture)
+from profiles import profile_at
 
 # one torch thread, like the child runs they are compared with; restored after each test
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,7 +100,7 @@ def test_eval_centre_crop_keeps_the_middle():
     assert torch.allclose(x[0], torch.full((20, 20), white), atol=1e-3)
 
 
-def test_no_weight_decay_on_biases_norms_and_logit_params(tmp_path):
+def test_no_weight_decay_on_biases_norms_and_logit_params(tmp_path, make_data):
     cfg = make_data(tmp_path)
     model = FlameModel(cfg.vision, 64)
     opt = build_optimizer(model, cfg.train)
@@ -146,7 +146,7 @@ def test_step_batches_are_rank_slices_of_one_global_stream():
         StepBatches(3, 4, 0, 0, 1)
 
 
-def test_positives_drawn_from_valid_embeddings(tmp_path):
+def test_positives_drawn_from_valid_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.positives": 6})
     texts = StoredEmbeddings(cfg)
     row = texts.shards.get_item(texts.index["s000"])          # long caption: 11 valid
@@ -165,10 +165,8 @@ def test_positives_drawn_from_valid_embeddings(tmp_path):
 def test_paper_profile_builds_vit_b16_towers():
     """The paper profile's towers, built on the meta device (shapes only, no memory)."""
     from transformers import CLIPModel
-    from flame_pipeline.config import load_profile
-    from flame_pipeline.train.baseline import clip_config
-    from fixtures_train import PARAMS
-    cfg = load_profile("paper", PARAMS)
+    from flame_pipeline.train.clip import clip_config
+    cfg = profile_at("data/paper", profile="paper")
     with torch.device("meta"):
         flame = FlameModel(cfg.vision, 5120)             # Mistral-Nemo's hidden size
         clip = CLIPModel(clip_config(cfg, eot=131072))
@@ -181,12 +179,11 @@ def test_paper_profile_builds_vit_b16_towers():
     assert clip.config.text_config.max_position_embeddings == 77
 
 
-def test_pool_restricts_the_drawn_embeddings(tmp_path):
+def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
     texts = StoredEmbeddings(cfg)
     assert texts.problem("s001") is None                        # its "single" is valid
-    from fixtures_train import tiny_profile
-    long_only = StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["long"]}))
+    long_only = StoredEmbeddings(profile_at(tmp_path, {"train.pool": ["long"]}))
     assert long_only.problem("s001") == "no valid embedding in train.pool ['long']"
     assert texts.problem("s000") is None
     row = texts.shards.get_item(texts.index["s000"])
@@ -195,11 +192,11 @@ def test_pool_restricts_the_drawn_embeddings(tmp_path):
         picked = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
         assert picked <= {0, 4, 5, 6, 7, 8, 9, 10}
     with pytest.raises(ValueError, match=r"train.pool entries \['medium'\] name no stored embedding"):
-        StoredEmbeddings(tiny_profile(tmp_path, {"train.pool": ["medium"]}))
+        StoredEmbeddings(profile_at(tmp_path, {"train.pool": ["medium"]}))
 
 
-def test_sigmoid_logit_scale_and_bias_start_from_the_train_config(tmp_path):
-    from flame_pipeline.train.loop import flame_recipe
+def test_sigmoid_logit_scale_and_bias_start_from_the_train_config(tmp_path, make_data):
+    from flame_pipeline.train.flame import flame_recipe
 
     paper = flame_recipe(make_data(tmp_path / "a")).model
     assert math.isclose(paper.logit_scale.exp().item(), 10.0, rel_tol=1e-6)

@@ -58,14 +58,14 @@ import numpy as np
 import polars as pl
 
 from flame_pipeline.config import CurateConfig, Profile
-from flame_pipeline.data import captions as captions_module
+from flame_pipeline import captions as captions_module
+from flame_pipeline.captions import normalise_expr
 from flame_pipeline.data import splits as splits_module
-from flame_pipeline.data.captions import normalise_expr
 from flame_pipeline.data.splits import SPLITS, assign_splits, held_out_overlap
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
-from flame_pipeline.text.llm import load_tokenizer
+from flame_pipeline.llm_files import load_tokenizer
 
 STAGE = "curate"
 REQUIRED_COLUMNS = {"key": pl.String, "source": pl.String, "split": pl.String,
@@ -299,7 +299,7 @@ def _fingerprint(manifest_path: Path, cfg: Profile) -> dict:
 
 def _outputs(paths: Paths) -> dict[str, Path]:
     return {"captions": paths.captions, "dropped": paths.dropped,
-            "histogram": paths.curated / "token_lengths.png"}
+            "histogram": paths.token_histogram}
 
 
 def _finished(paths: Paths, fingerprint: dict) -> dict | None:

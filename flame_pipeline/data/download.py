@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -36,10 +35,11 @@ from tqdm import tqdm
 from flame_pipeline.config import Profile, Source
 from flame_pipeline.data.images import PreparedImage, prepare_image
 from flame_pipeline.data.sample import RawSample
-from flame_pipeline.files import atomic_path, sha256_file, write_json, write_parquet
+from flame_pipeline.data.sources import source_kind
+from flame_pipeline.files import atomic_path, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.stage import StageOutput, lock_taken
+from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
@@ -67,32 +67,10 @@ class Limits:
 
 # ---------------------------------------------------------------- sources
 def open_source(cfg: Profile, src: Source, start: int = 0) -> Iterator[RawSample]:
-    """The source's RawSamples from row ``start`` on (rows before it are not produced).
-
-    A generator, so closing it closes the source (and stops a URL fetcher's threads)."""
-    if src.kind == "scenes":
-        from flame_pipeline.data.scenes import generate_scenes  # the generator has its own module
-        yield from itertools.islice(generate_scenes(src, cfg.seed), start, None)
-    elif src.kind == "fashion_mnist":
-        from flame_pipeline.data.packaged import iter_fashion_mnist
-        yield from iter_fashion_mnist(src, start)
-    elif src.kind == "emoji":
-        from flame_pipeline.data.packaged import iter_emoji
-        yield from iter_emoji(src, start)
-    elif src.kind == "openclipart":
-        from flame_pipeline.data.packaged import iter_openclipart
-        yield from iter_openclipart(src, start)
-    elif src.kind == "url_list":
-        from flame_pipeline.data.urls import iter_url_list
-        yield from iter_url_list(src, Paths.of(cfg).download_work / "urls", start)
-    elif src.kind == "webdataset":
-        from flame_pipeline.data.local import iter_webdataset
-        yield from iter_webdataset(src, start)
-    elif src.kind == "folder":
-        from flame_pipeline.data.local import iter_folder
-        yield from iter_folder(src, start)
-    else:
-        raise ValueError(f"unknown source kind {src.kind!r}")
+    """The source's RawSamples from row ``start`` on (rows before it are not produced), read by
+    its kind's reader (``data/sources.py``). A generator, so closing it closes the source (and
+    stops a URL fetcher's threads)."""
+    yield from source_kind(src.kind).read(cfg, src, start)
 
 
 def source_limits(cfg: Profile, src: Source) -> Limits:
@@ -101,32 +79,11 @@ def source_limits(cfg: Profile, src: Source) -> Limits:
     return Limits(max_side=side, max_pixels=d.max_pixels, min_side=d.min_side)
 
 
-def _stat(path: Path) -> list:
-    st = path.stat()
-    return [path.as_posix(), st.st_size, st.st_mtime_ns]
-
-
-def source_inputs(src: Source) -> list:
-    """The state of the files a user's source reads (a URL list, tars, a folder), so that an
-    edited input starts the source afresh; its bytes still come from the URL cache. Packaged
-    data (Debian files, the generator) is taken as fixed, except whether OpenClipart's SVG
-    metadata is installed. Missing paths are left to the source to report."""
-    if src.kind == "url_list" and Path(src.path).is_file():
-        return [sha256_file(src.path)]
-    if src.kind == "webdataset":
-        return [_stat(Path(p)) for p in src.paths if Path(p).is_file()]
-    if src.kind == "folder" and Path(src.path).is_dir():
-        return [_stat(p) for p in sorted(Path(src.path).rglob("*")) if p.is_file()]
-    if src.kind == "openclipart":     # captions come from the SVG metadata once it is installed
-        return [(Path(src.root) / "svg").is_dir()]
-    return []
-
-
 def source_fingerprint(cfg: Profile, src: Source) -> str:
     """What a source's finished chunks depend on; a change starts that source afresh."""
     blob = {"format": WORK_FORMAT, "source": src.model_dump(mode="json"), "seed": cfg.seed,
             "limits": source_limits(cfg, src).__dict__, "chunk_size": cfg.download.chunk_size,
-            "inputs": source_inputs(src)}
+            "inputs": source_kind(src.kind).state(src)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -249,19 +206,6 @@ def _download_source(cfg: Profile, src: Source, index: int, work: Path, keys: _K
     return [fp_dir / _chunk_name(i) for i in range(done)]
 
 
-@contextlib.contextmanager
-def _exclusive(work: Path) -> Iterator[None]:
-    """One download per data dir at a time (the kernel drops the lock when a process dies)."""
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another download is running on {work.parent}") from None
-        lock_taken()
-        yield
-
-
 # ---------------------------------------------------------------- merge
 def _link_tree(src: Path, dst: Path) -> None:
     def link(a: str, b: str) -> None:
@@ -305,7 +249,7 @@ def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
 def download(cfg: Profile) -> StageOutput:
     """Run every configured source; write ``raw/shards/`` and ``raw/manifest.parquet``."""
     paths = Paths.of(cfg)
-    with _exclusive(paths.download_work):
+    with stage_lock(paths.download_lock, f"another download is running on {paths.raw}"):
         keys = _Keys()
         chunks: list[Path] = []
         for i, src in enumerate(cfg.download.sources):

@@ -10,7 +10,7 @@ Honest test sets: test captions use the lexicon's ``test`` phrasebook only, some
 scene can come with a hard negative (one attribute swapped or the layout mirrored).
 Every sample's randomness comes from ``(seed, split, index)``, so the output is byte-identical
 across runs and the training set does not depend on ``n_test``. ``validation_scenes`` draws a
-third stream, captioned with a third phrasebook, for choosing settings (``bench/validation.py``).
+third stream, captioned with a third phrasebook, for choosing settings (``experiments/validation.py``).
 """
 from __future__ import annotations
 

@@ -71,12 +71,13 @@ def clip_pooled(clip) -> Pixels:
 
 def load_eval_model(cfg: Profile, name: str) -> EvalModel:
     """The trained FLAME tower with the frozen LLM for text, or the CLIP baseline."""
-    from flame_pipeline.train.checkpoint import load_clip, load_flame
+    from flame_pipeline.train.clip import load_clip
+    from flame_pipeline.train.flame import load_flame
 
     paths = Paths.of(cfg)
     size, batch = cfg.vision.image_size, cfg.eval.batch_size
     if name == "flame":
-        from flame_pipeline.text.precompute import TextEncoder
+        from flame_pipeline.text.encoder import TextEncoder
 
         encoder = TextEncoder.of(cfg)
         flame = load_flame(paths.flame_model)

@@ -1,10 +1,10 @@
-"""The evaluate stage: every benchmark of METHOD.md, run identically on FLAME and on CLIP.
+"""The evaluate stage: every benchmark of docs/METHOD.md#evaluation, run identically on FLAME and on CLIP.
 
 Reads the curated test rows (and labelled training rows for the linear probe), the raw
 images and both trained models; writes ``eval/metrics.json`` and ``eval/plots/*.png``;
 returns the metrics as (model, benchmark, metric, value) rows, which ``stage.record``
-stores in DuckDB with the run and artifact hashes. ``write_report`` (``report.py``) makes
-``eval/report.md`` from DuckDB after recording.
+stores in DuckDB with the run and artifact hashes; the report stage (``report.py``) then
+writes ``eval/report.md`` from DuckDB.
 
 Benchmark names: ``zeroshot/<source>/<task>``, ``retrieval/<source>``,
 ``long_retrieval/<source>``, ``long_retrieval_no_hn/<source>`` (without the hard
@@ -33,15 +33,12 @@ from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
 from flame_pipeline.eval.interpret import token_map
 from flame_pipeline.eval.probe import linear_probe
-from flame_pipeline.eval.report import write_report
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.vision.preprocess import decode
-
-__all__ = ["evaluate", "write_report", "run_benchmarks", "classification_tasks"]
 
 Results = dict[str, dict[str, float]]   # benchmark -> metric -> value
 
@@ -54,7 +51,7 @@ class Task:
 
 
 def caption_set(mode: str, language: str = "en") -> str:
-    """The prompt set for a short caption: METHOD.md's single prompt for non-English text."""
+    """The prompt set for a short caption: the single prompt for non-English text (docs/METHOD.md#text-queries)."""
     return "short" if mode == "multi" and language == "en" else "single"
 
 
@@ -205,12 +202,10 @@ def fingerprint(cfg: Profile) -> dict:
     Images enter through the manifest (it holds every image's sha256), so the raw shards,
     which can be large, are not hashed again.
     """
-    from flame_pipeline.text.precompute import postprocess_path
-
     paths = Paths.of(cfg)
     inputs = {"captions": paths.captions, "manifest": paths.manifest, "flame": paths.flame_model,
               "clip": paths.clip_model, "embed_meta": paths.embed_meta,
-              "embed_postprocess": postprocess_path(paths)}   # text-side statistics
+              "embed_postprocess": paths.embed_postprocess}   # text-side statistics
     code = Path(__file__).parent
     return {"inputs": {k: sha256_tree(p) if p.exists() else None for k, p in sorted(inputs.items())},
             "settings": {"eval": cfg.eval.model_dump(mode="json"),
@@ -241,7 +236,8 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 
 def evaluate(cfg: Profile) -> StageOutput:
-    from flame_pipeline.text.llm import load_llm, load_tokenizer, output_embedding
+    from flame_pipeline.llm_files import load_tokenizer
+    from flame_pipeline.text.llm import load_llm, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)
@@ -270,11 +266,11 @@ def evaluate(cfg: Profile) -> StageOutput:
     made = []
     curves = sorted({b for r in results.values() for b in r if "retrieval" in b.split("/")[0]})
     if curves:
-        made.append(plots.recall_curves(results, curves, paths.plots / "recall_at_k.png"))
+        made.append(plots.recall_curves(results, curves, paths.recall_plot))
     per_lang = {m: {b.removeprefix("multilingual/"): v for b, v in r.items()
                     if b.startswith("multilingual/")} for m, r in results.items()}
     if any(per_lang.values()):
-        made.append(plots.language_bars(per_lang, paths.plots / "multilingual_r1.png"))
+        made.append(plots.language_bars(per_lang, paths.multilingual_plot))
     grids = None
     if "interpretability" in cfg.eval.benchmarks:
         llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
@@ -287,8 +283,8 @@ def evaluate(cfg: Profile) -> StageOutput:
         if vocab is not None:
             grids = interpretability(cfg, models["flame"], vocab,
                                      lambda i: tokenizer.decode([i]), test, images,
-                                     paths.plots / "interpretability.png")
-            made.append(paths.plots / "interpretability.png")
+                                     paths.token_map_plot)
+            made.append(paths.token_map_plot)
     for stale in set(paths.plots.glob("*.png")) - set(made):   # from a run with other settings
         stale.unlink()
 

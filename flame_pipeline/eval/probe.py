@@ -1,6 +1,6 @@
 """Linear probe: logistic regression on frozen, average-pooled vision features (no projector).
 
-One fixed setting for every model (METHOD.md): standardised features, L2-regularised
+One fixed setting for every model (docs/METHOD.md#linear-probe): standardised features, L2-regularised
 multinomial logistic regression with C = 1 and the lbfgs solver, so only the features differ.
 """
 from __future__ import annotations

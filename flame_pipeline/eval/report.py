@@ -1,4 +1,5 @@
-"""The evaluation report: Markdown generated from the DuckDB results store, never by hand.
+"""The report stage: the evaluation report as Markdown generated from the DuckDB results store,
+never by hand.
 
 FLAME and CLIP are rows, benchmarks are columns, as in the paper's tables; numbers come
 from the latest successful ``evaluate`` run of the profile, with its provenance.
@@ -14,6 +15,7 @@ from flame_pipeline.config import Profile
 from flame_pipeline.files import atomic_path
 from flame_pipeline.eval.headline import targets, targets_markdown
 from flame_pipeline.paths import Paths
+from flame_pipeline.stage import StageOutput
 from flame_pipeline.store import ResultsStore
 
 MODEL_ORDER = ["clip", "flame"]          # the paper lists the baseline first
@@ -59,7 +61,7 @@ def upstream_artifacts(store: ResultsStore, profile: str, before) -> pl.DataFram
     return store.query(
         "SELECT r.stage, a.name, a.content_hash, a.run_id FROM artifacts a "
         "JOIN runs r ON r.run_id = a.run_id "
-        "WHERE r.profile = ? AND r.status = 'succeeded' AND r.stage <> 'evaluate' "
+        "WHERE r.profile = ? AND r.status = 'succeeded' AND r.stage NOT IN ('evaluate', 'report') "
         "AND r.ended_at <= ? "
         "QUALIFY row_number() OVER (PARTITION BY r.stage, a.name ORDER BY r.ended_at DESC) = 1 "
         "ORDER BY r.stage, a.name", [profile, before])
@@ -152,3 +154,8 @@ def write_report(cfg: Profile) -> Path:
     with atomic_path(paths.report) as tmp:
         tmp.write_text(text)
     return paths.report
+
+
+def report(cfg: Profile) -> StageOutput:
+    """The report stage: ``eval/report.md`` of the latest evaluate run."""
+    return StageOutput(artifacts={"report": write_report(cfg)})

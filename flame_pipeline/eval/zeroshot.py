@@ -1,7 +1,8 @@
 """Zero-shot classification: class names put into templates, embedded as text, averaged per class.
 
 The same code serves FLAME and CLIP: ``encode`` is the model's text encoder (for FLAME the
-single prompt, METHOD.md), so only the encoder differs between the two models.
+single prompt, docs/METHOD.md#zero-shot-classification), so only the encoder differs between
+the two models.
 """
 from __future__ import annotations
 

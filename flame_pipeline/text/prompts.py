@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flame_pipeline.config import PromptSet
-from flame_pipeline.data.captions import normalise_caption
+from flame_pipeline.captions import normalise_caption
 
 PLACEHOLDER = "{caption}"
 
@@ -34,7 +34,7 @@ class PromptTokens:
 
 
 def prepare_caption(text: str) -> str:
-    """The normalised caption (METHOD.md rules); an empty one is an error."""
+    """The normalised caption (docs/METHOD.md#captions); an empty one is an error."""
     out = normalise_caption(text)
     if not out:
         raise EmptyCaptionError(f"empty caption: {text!r} has no text to embed")

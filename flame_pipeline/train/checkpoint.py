@@ -1,20 +1,16 @@
-"""Checkpoints in safetensors only (no pickle anywhere), and the loaders evaluation uses.
+"""Training state: saved every ``train.checkpoint_every`` steps, restored to resume, in
+safetensors only (no pickle anywhere). The finished models' files are their own modules'
+(``flame.py``, ``clip.py``).
 
-Training state: ``state.safetensors`` holds every tensor needed to resume (model weights,
+``state.safetensors`` holds every tensor needed to resume (model weights,
 AdamW moments and step counts, RNG states of every rank) and, in its header metadata, one JSON
 document with the scalars (step, scheduler state, optimizer param groups, loss curve so far,
 and the config fields the run depends on). One file, written atomically, so a checkpoint is
 never half old, half new. ``state.json`` is a readable copy of that JSON, written after it.
-
-The finished model: ``model.safetensors`` + ``config.json`` (for FLAME our own small config,
-for CLIP the transformers ``CLIPModel.save_pretrained`` pair) and ``vision/`` (the image tower
-through ``save_pretrained``, loadable with transformers alone).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +19,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flame_pipeline.config import VisionConfig
 from flame_pipeline.files import atomic_path, write_json
-from flame_pipeline.vision.towers import FlameModel
 
 STATE = "state.safetensors"
 STATE_JSON = "state.json"
-MODEL = "model.safetensors"
-CONFIG = "config.json"
-VISION = "vision"
 FORMAT = 1
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for this run; the message names the reason/field."""
+    """A checkpoint or model dir that cannot be used; the message names the reason/field."""
 
 
 def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -136,48 +127,3 @@ def restore_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimi
     scheduler.load_state_dict(dict(doc["scheduler"], lr_lambdas=[None] * len(scheduler.lr_lambdas)))
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return doc, rng
-
-
-# ------------------------------------------------------------------ finished models
-def save_flame(out_dir: Path, model: FlameModel, extra: dict) -> None:
-    out_dir = Path(out_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / MODEL) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(out_dir / VISION) as tmp:
-        model.vit.save_pretrained(tmp)
-    write_json(out_dir / CONFIG, dict(extra, kind="flame", d_llm=model.d_llm,
-                                      vision=model.vision_config.model_dump(mode="json")))
-
-
-def publish_pretrained(obj, out_dir: Path) -> None:
-    """``obj.save_pretrained`` into ``out_dir``, each file renamed into place atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pretrained.", suffix=".tmp", dir=out_dir) as tmp:
-        obj.save_pretrained(tmp)
-        for f in sorted(Path(tmp).iterdir()):
-            os.replace(f, out_dir / f.name)
-
-
-def load_flame(model_dir: str | Path, device: str | torch.device = "cpu") -> FlameModel:
-    """The trained FLAME image tower in eval mode: ``encode_image``, ``projected_tokens``,
-    ``pooled_features``, ``patch_features``."""
-    model_dir = Path(model_dir)
-    cfg_path = model_dir / CONFIG
-    if not cfg_path.is_file() or not (model_dir / MODEL).is_file():
-        raise CheckpointError(f"no trained FLAME model in {model_dir} (run the train stage)")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("kind") != "flame":
-        raise CheckpointError(f"{cfg_path} describes a {cfg.get('kind')!r} model, not 'flame'")
-    vision = VisionConfig.model_validate(dict(cfg["vision"], gradient_checkpointing=False))
-    model = FlameModel(vision, int(cfg["d_llm"]))
-    model.load_state_dict(load_file(str(model_dir / MODEL)))
-    return model.to(device).eval()
-
-
-def load_clip(model_dir: str | Path, device: str | torch.device = "cpu"):
-    """The trained CLIP baseline in eval mode: ``encode_image(pixels)``, ``encode_text(texts)``."""
-    from flame_pipeline.train.baseline import ClipEncoder
-
-    return ClipEncoder.load(Path(model_dir), device)

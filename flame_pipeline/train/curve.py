@@ -10,15 +10,13 @@ from flame_pipeline.files import atomic_path
 FIELDS = ("step", "loss", "lr", "images_per_s")
 
 
-def write_curve(out_dir: Path, curve: list[dict], title: str) -> tuple[Path, Path]:
+def write_curve(csv_path: Path, png_path: Path, curve: list[dict], title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
     frame = pl.DataFrame(curve, schema={"step": pl.Int64, "loss": pl.Float64, "lr": pl.Float64,
                                         "images_per_s": pl.Float64})
-    csv_path, png_path = out_dir / "curve.csv", out_dir / "loss.png"
     with atomic_path(csv_path) as tmp:
         frame.write_csv(tmp)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -31,4 +29,3 @@ def write_curve(out_dir: Path, curve: list[dict], title: str) -> tuple[Path, Pat
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    return csv_path, png_path

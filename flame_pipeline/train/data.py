@@ -32,7 +32,7 @@ from flame_pipeline.config import Profile
 from flame_pipeline.files import sha256_text
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import open_shards
-from flame_pipeline.text.llm import llm_identity
+from flame_pipeline.llm_files import llm_identity
 from flame_pipeline.vision.preprocess import train_pixels
 
 

@@ -1,7 +1,8 @@
-"""The training loop both models share, and the FLAME training stage ``train(cfg)``.
+"""The training loop both models share.
 
-A ``Recipe`` says what differs between FLAME and the CLIP baseline (model, texts, loss, export,
-the config fields a checkpoint must match); ``run`` does the rest the same way for both:
+A ``Recipe`` says what differs between FLAME (``flame.py``) and the CLIP baseline (``clip.py``):
+model, texts, loss, export, the config fields a checkpoint must match; ``run`` does the rest
+the same way for both:
 torch.distributed when launched by torchrun (gloo on CPU, NCCL on GPU; DDP averages gradients),
 bf16 autocast where supported, AdamW + warm-up/cosine, a checkpoint every
 ``train.checkpoint_every`` steps, resume from the last one, a NaN guard that stops before a bad
@@ -10,9 +11,7 @@ state can be saved, and the curve files.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
-import os
 import re
 import shutil
 import time
@@ -29,15 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from flame_pipeline.config import Profile
+from flame_pipeline.distributed import process_group, world
 from flame_pipeline.files import write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.stage import StageOutput, lock_taken
+from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
-from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
-from flame_pipeline.train.loss import sigmoid_loss, world
+from flame_pipeline.train.data import StepBatches, TrainSamples
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
-from flame_pipeline.vision.towers import FlameModel
 
 # train fields that do not change the computation, so a checkpoint may differ in them
 NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed"},
@@ -51,12 +49,16 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class Recipe:
     kind: str                                             # "flame" or "clip": the model dir name
-    out_dir: Path
+    paths: Paths
     model: nn.Module
     data: TrainSamples
     loss: Callable[[nn.Module, nn.Module, dict], torch.Tensor]  # (wrapped, bare model, batch)
     identity: dict                                        # config a checkpoint must match (+ data)
     export: Callable[[nn.Module, Path], None]             # writes the finished model files
+
+    @property
+    def out_dir(self) -> Path:
+        return self.paths.model(self.kind)
 
 
 def identity_of(cfg: Profile, **extra) -> dict:
@@ -72,23 +74,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if precision == "bf16" else None
-
-
-@contextlib.contextmanager
-def distributed() -> Iterator[torch.device]:
-    """Join the process group torchrun describes (if any) and yield this rank's device."""
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield device
-    finally:
-        if created:
-            dist.destroy_process_group()
 
 
 def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -125,21 +110,15 @@ def _mean_over_ranks(value: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def exclusive(out_dir: Path, rank: int) -> Iterator[None]:
-    """One training run per model dir at a time (rank 0 holds an flock that the kernel drops
-    when the process dies); temporary files a killed run left in the dir are removed, and its
-    run in the results store, still 'running', is marked 'abandoned'."""
+def training_lock(recipe: Recipe, rank: int) -> Iterator[None]:
+    """One training run per model dir at a time (rank 0 holds its lock, ``stage.stage_lock``);
+    temporary files a killed run left in the dir are removed."""
     if rank != 0:
         yield
         return
+    out_dir, lock_path = recipe.out_dir, recipe.paths.model_lock(recipe.kind)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = out_dir.parent / f".{out_dir.name}.lock"
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another process is training {out_dir} (it holds {lock_path})") from None
-        lock_taken()
+    with stage_lock(lock_path, f"another process is training {out_dir} (it holds {lock_path})"):
         for stale in out_dir.glob(".*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         yield
@@ -158,8 +137,9 @@ def _diverged(recipe: Recipe, what: str, last_good: int | None) -> TrainingDiver
 def _finish(recipe: Recipe, model: nn.Module, curve: list[dict]) -> None:
     """The finished model's files (rank 0): weights, curve, plot, skipped samples."""
     recipe.export(model, recipe.out_dir)
-    write_curve(recipe.out_dir, curve, f"{recipe.kind} training loss")
-    write_parquet(recipe.out_dir / "skipped.parquet",
+    paths, kind = recipe.paths, recipe.kind
+    write_curve(paths.curve(kind), paths.loss_plot(kind), curve, f"{kind} training loss")
+    write_parquet(paths.skipped(kind),
                   pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
 
 
@@ -231,36 +211,14 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
 
 def run(cfg: Profile, build: Callable[[Profile], Recipe]) -> StageOutput:
     """Train the recipe ``build(cfg)`` to ``cfg.train.steps``, resuming from its checkpoint."""
-    with distributed() as device:
+    with process_group() as device:
         rank, size = world()
         torch.manual_seed(cfg.train_seed)
         recipe = build(cfg)
-        with exclusive(recipe.out_dir, rank):
+        with training_lock(recipe, rank):
             start, curve = _train(cfg, recipe, device)
             if rank == 0:
                 _finish(recipe, recipe.model, curve)
             if size > 1:
                 dist.barrier()
     return _summary(recipe, cfg, start, curve, size)
-
-
-# ------------------------------------------------------------------ FLAME
-def flame_recipe(cfg: Profile) -> Recipe:
-    texts = StoredEmbeddings(cfg)
-    dim = texts.dim
-    data = TrainSamples(cfg, texts)
-    model = FlameModel(cfg.vision, dim, cfg.train.logit_scale_init, cfg.train.logit_bias_init)
-    embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
-             "names": list(texts.meta["names"])}
-
-    def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
-        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
-
-    return Recipe(kind="flame", out_dir=Paths.of(cfg).flame_model, model=model, data=data, loss=loss,
-                  identity=identity_of(cfg, kind="flame", embed=embed),
-                  export=lambda m, out: ckpt.save_flame(out, m, {"embed": embed}))
-
-
-def train(cfg: Profile) -> StageOutput:
-    """The train stage: FLAME's image tower on the stored embeddings -> ``models/flame/``."""
-    return run(cfg, flame_recipe)

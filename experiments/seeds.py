@@ -7,11 +7,11 @@ default run's download and curation outputs are linked in and its embedding cach
 ``<data>/seeds/<name>-seed-N/``. Prints, per headline figure, FLAME and CLIP for each seed, their
 mean and standard deviation, and on how many seeds FLAME meets the target. On the test sets it
 reports and chooses nothing; ``--validation N`` scores N validation scenes instead
-(``bench/validation.py``), which is where a setting is judged: one seed moves the figures by
+(``experiments/validation.py``), which is where a setting is judged: one seed moves the figures by
 a few points.
 
-    .venv/bin/python bench/seeds.py                  # test sets, seeds 0 1 2 (~6 min per new seed)
-    .venv/bin/python bench/seeds.py --validation 200 --name pos11 --set train.positives=11
+    .venv/bin/python experiments/seeds.py                  # test sets, seeds 0 1 2 (~6 min per new seed)
+    .venv/bin/python experiments/seeds.py --validation 200 --name pos11 --set train.positives=11
 """
 from __future__ import annotations
 
@@ -33,15 +33,15 @@ from flame_pipeline.store import ResultsStore
 
 
 def seed_metrics(params: str, seed: int, overrides: list[str], name: str,
-                 validation: int) -> pl.DataFrame:
-    """The metric rows of the default profile trained with ``train.seed=seed`` and ``overrides``
+                 validation: int, profile: str = "default") -> pl.DataFrame:
+    """The metric rows of the profile trained with ``train.seed=seed`` and ``overrides``
     (trained if missing): on ``validation`` validation scenes, or on the test sets when 0."""
-    base = load_profile("default", params)
+    base = load_profile(profile, params)
     if seed == base.seed and not overrides:
         cfg = base
     else:
         root = Path(base.data_dir).parent / "seeds" / f"{name}-seed-{seed}"
-        cfg = load_profile("default", params, [f"data_dir={root}", f"train.seed={seed}", *overrides])
+        cfg = load_profile(profile, params, [f"data_dir={root}", f"train.seed={seed}", *overrides])
         prepare(Paths.of(base), root, linked=("raw", "curated"))
         stages = ["embed", "train", "train_baseline"] + ([] if validation else ["evaluate"])
         for stage in stages:
@@ -49,12 +49,13 @@ def seed_metrics(params: str, seed: int, overrides: list[str], name: str,
     if validation:
         return validation_metrics(cfg, validation)
     store = ResultsStore(Path(cfg.data_dir) / "results.duckdb")
-    return run_metrics(store, latest_run(store, "default")["run_id"])
+    return run_metrics(store, latest_run(store, profile)["run_id"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="an override of the default profile, as for `flame --set`")
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--validation", type=int, default=0, metavar="N",
                     help="score N validation scenes instead of the test sets")
     args = ap.parse_args()
-    runs = {s: seed_metrics(args.params, s, args.overrides, args.name, args.validation)
+    runs = {s: seed_metrics(args.params, s, args.overrides, args.name, args.validation, args.profile)
             for s in args.seeds}
     flame = {s: figures(m, "flame") for s, m in runs.items()}
     clip = {s: figures(m, "clip") for s, m in runs.items()}

@@ -1,4 +1,4 @@
-"""A small training data_dir in the documented formats (DESIGN.md), for the training tests.
+"""A small training data_dir in the documented formats (docs/DESIGN.md), for the training tests.
 
 Raw MDS shards (key, image PNG), embed MDS shards (key, emb [E, d] fp16 unit rows, valid [E]),
 embed/meta.json and curated/captions.parquet. Samples come in ``classes`` learnable classes:
@@ -13,16 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
-import torch
 from PIL import Image
 
-from flame_pipeline.config import Profile, load_profile
+from flame_pipeline.config import Profile
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.text.llm import llm_identity
+from flame_pipeline.llm_files import llm_identity
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 NAMES = ["single", "short/0", "short/1", "short/2"] + [f"long/{i}" for i in range(7)]
 COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan", "orange", "grey"]
 
@@ -34,24 +31,18 @@ def png(colour: np.ndarray, size: int, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def tiny_profile(root: Path, overrides: dict | None = None, profile: str = "tiny") -> Profile:
-    """The tiny (or another) profile with its data_dir at ``root``."""
-    return load_profile(profile, PARAMS, {"data_dir": str(root), **(overrides or {})})
-
-
-def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, classes: int = 4,
-              image_size: int = 32, seed: int = 0, no_image: tuple[str, ...] = (),
-              no_embedding: tuple[str, ...] = (), corrupt_image: tuple[str, ...] = (),
-              overrides: dict | None = None,
-              profile: str = "tiny", shard_bytes: int = 1 << 26) -> Profile:
-    """Write the fixture under ``root`` and return the profile (tiny by default) pointing at it.
+def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim: int = 64,
+                        classes: int = 4, image_size: int = 32, seed: int = 0,
+                        no_image: tuple[str, ...] = (), no_embedding: tuple[str, ...] = (),
+                        corrupt_image: tuple[str, ...] = (), shard_bytes: int = 1 << 26) -> None:
+    """Write the data under ``cfg``'s data_dir (the ``make_data`` fixture's, and the training
+    benchmark's).
 
     Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
     raw or embed shards (their caption rows stay), the shape of a shard missing a sample;
     ``corrupt_image`` stores those keys' PNGs cut in half;
     ``shard_bytes`` caps the size of one shard file.
     """
-    cfg = tiny_profile(root, overrides, profile)
     paths = Paths.of(cfg)
     rng = np.random.default_rng(seed)
     colours = rng.uniform(30, 225, (classes, 3))
@@ -94,14 +85,4 @@ def make_data(root: Path, *, n_train: int = 24, n_test: int = 4, dim: int = 64, 
         "group": [None] * n, "n_tokens": [4] * n, "n_tokens_long": [14 if lg else None for lg in has_long],
         "is_long": [False] * n, "dup_group": keys,
     }).write_parquet(paths.captions)
-    return cfg
 
-
-@pytest.fixture
-def one_thread():
-    """torch on one thread for a test module (bitwise-comparable with the 1-thread child runs),
-    restored afterwards so later tests run with the process default."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

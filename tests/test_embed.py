@@ -18,10 +18,13 @@ from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import iter_shards
-from flame_pipeline.text import precompute
+from flame_pipeline.text.embed import embed
+from flame_pipeline.text.encoder import TextEncoder
+from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
+from profiles import profile_at
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -37,8 +40,7 @@ SPLITS = ["train", "train", "train", "train", "test", "test", "test"]
 
 def profile(tmp_path, **over):
     # data_dir one level down: the embed cache sits beside the data dir, so each test owns one
-    over = {"data_dir": str(tmp_path / "data"), "embed.batch_size": 2, **over}
-    return load_profile("tiny", PARAMS, overrides=over)
+    return profile_at(tmp_path / "data", {"embed.batch_size": 2, **over})
 
 
 def write_captions(cfg, captions=CAPTIONS, long=LONG, splits=SPLITS):
@@ -57,7 +59,7 @@ def outputs(cfg) -> dict[str, str]:
 def test_every_row_is_embedded_in_the_stored_format(tmp_path):
     cfg = profile(tmp_path)
     table = write_captions(cfg)
-    out = precompute.embed(cfg)
+    out = embed(cfg)
     p = Paths.of(cfg)
     meta = json.loads(p.embed_meta.read_text())
     names = ["single"] + [f"short/{i}" for i in range(3)] + [f"long/{i}" for i in range(7)]
@@ -88,7 +90,7 @@ def test_a_facet_set_added_in_params_needs_no_code(tmp_path):
     cfg = profile(tmp_path, **{"embed.prompt_sets": sets, "embed.postprocess": "none",
                                "embed.plan": [["caption", "single"], ["caption", "colour"]]})
     write_captions(cfg)
-    precompute.embed(cfg)
+    embed(cfg)
     meta = json.loads(Paths.of(cfg).embed_meta.read_text())
     assert meta["names"] == ["single", "colour/0", "colour/1"]
     row = next(iter(iter_shards(Paths.of(cfg).embed_shards)))
@@ -99,16 +101,16 @@ def test_a_facet_set_added_in_params_needs_no_code(tmp_path):
 def test_rerun_computes_nothing_and_one_changed_caption_recomputes_one_sample(tmp_path):
     cfg = profile(tmp_path)
     write_captions(cfg)
-    precompute.embed(cfg)
+    embed(cfg)
     first = outputs(cfg)
-    again = precompute.embed(cfg)
+    again = embed(cfg)
     assert (again.summary["computed"], again.summary["forward_passes"]) == (0, 0)
     assert outputs(cfg) == first
     old_index = pl.read_parquet(Paths.of(cfg).embed_index)
     changed = CAPTIONS.copy()
     changed[2] = "a dog sleeping on grass"
     write_captions(cfg, changed)
-    redo = precompute.embed(cfg)
+    redo = embed(cfg)
     assert redo.summary["computed"] == 2         # its single and short texts, nothing else
     new_index = pl.read_parquet(Paths.of(cfg).embed_index)
     differs = (old_index["content_hash"] != new_index["content_hash"]).to_list()
@@ -125,7 +127,7 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     total = 2 * len(many)
     cache = Paths.of(cfg).embed_cache
     script = ("from flame_pipeline.config import load_profile; "
-              "from flame_pipeline.text.precompute import embed; "
+              "from flame_pipeline.text.embed import embed; "
               f"embed(load_profile('tiny', {str(PARAMS)!r}, overrides={{'data_dir': {cfg.data_dir!r},"
               " 'embed.batch_size': 1}))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
@@ -139,11 +141,11 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     proc.wait()
     done = finished()
     assert 3 <= done < total and not Paths.of(cfg).embed_meta.exists()
-    resumed = precompute.embed(cfg)
+    resumed = embed(cfg)
     assert resumed.summary["computed"] == total - done
     fresh = profile(tmp_path / "fresh", **{"embed.batch_size": 1})
     write_captions(fresh, **args)
-    precompute.embed(fresh)
+    embed(fresh)
     a = list(iter_shards(Paths.of(cfg).embed_shards))
     b = list(iter_shards(Paths.of(fresh).embed_shards))
     assert len(a) == len(b) == len(many)
@@ -157,7 +159,7 @@ def test_empty_caption_is_a_clear_error_and_nothing_is_written(tmp_path):
     bad[3] = "   "
     write_captions(cfg, bad)
     with pytest.raises(EmptyCaptionError, match=r"s3 \(caption\)"):
-        precompute.embed(cfg)
+        embed(cfg)
     assert not Paths.of(cfg).embed.exists() and not Paths.of(cfg).embed_cache.exists()
 
 
@@ -165,7 +167,7 @@ def test_too_long_caption_is_truncated_and_flagged_never_the_prompt(tmp_path):
     cfg = profile(tmp_path, **{"embed.max_tokens": 12, "embed.postprocess": "none"})
     long_caption = "a very long caption about " + "many red squares and blue circles " * 6
     write_captions(cfg, CAPTIONS[:-1] + [long_caption], long=[None] * 7)
-    precompute.embed(cfg)
+    embed(cfg)
     index = pl.read_parquet(Paths.of(cfg).embed_index)
     assert index["truncated"].to_list() == [False] * 6 + [True]
     model, tok = load_llm(cfg.embed)
@@ -187,24 +189,24 @@ def test_max_tokens_beyond_the_model_context_is_a_clear_error(tmp_path):
     cfg = profile(tmp_path, **{"embed.max_tokens": 4000})      # tiny-random: 2048 positions
     write_captions(cfg)
     with pytest.raises(ValueError, match="context"):
-        precompute.embed(cfg)
+        embed(cfg)
 
 
 def test_center_needs_train_texts_only_for_sets_in_use(tmp_path):
     cfg = profile(tmp_path)
     write_captions(cfg, long=[None] * 7)                 # no long caption anywhere: fine
-    precompute.embed(cfg)
+    embed(cfg)
     assert not any(r["valid"][4:].any() for r in iter_shards(Paths.of(cfg).embed_shards))
     test_only = [None] * 4 + LONG[4:5] + [None, None]    # a long caption in test, none in train
     write_captions(cfg, long=test_only)
     with pytest.raises(ValueError, match=r"\['long'\].*no train-split text"):
-        precompute.embed(cfg)
+        embed(cfg)
 
 
 def test_train_split_only_when_asked(tmp_path):
     cfg = profile(tmp_path, **{"embed.splits": ["train"]})
     table = write_captions(cfg)
-    out = precompute.embed(cfg)
+    out = embed(cfg)
     index = pl.read_parquet(Paths.of(cfg).embed_index)
     assert index["key"].to_list() == table["key"].to_list()[:4] and set(index["split"]) == {"train"}
     assert [r["key"] for r in iter_shards(Paths.of(cfg).embed_shards)] == index["key"].to_list()
@@ -215,25 +217,25 @@ def test_train_split_only_when_asked(tmp_path):
 def test_missing_column_and_missing_table_are_clear_errors(tmp_path):
     cfg = profile(tmp_path)
     with pytest.raises(FileNotFoundError, match="captions.parquet"):
-        precompute.embed(cfg)
+        embed(cfg)
     write_parquet(Paths.of(cfg).captions, pl.DataFrame({"key": ["a"], "caption": ["x"]}))
     with pytest.raises(ValueError, match="split"):
-        precompute.embed(cfg)
+        embed(cfg)
 
 
 def test_center_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
     cfg = profile(tmp_path, **{"embed.postprocess": "center"})
     write_captions(cfg)
-    precompute.embed(cfg)
+    embed(cfg)
     p = Paths.of(cfg)
     meta = json.loads(p.embed_meta.read_text())
     cosines = meta["mean_cosine"]
     assert cosines["mean_before"] > 0.5 and cosines["mean_after"] < cosines["mean_before"] - 0.3
     rows = list(iter_shards(p.embed_shards))
-    enc = precompute.TextEncoder.of(cfg)
+    enc = TextEncoder.of(cfg)
     raw, _ = enc.raw([("single", prepare_caption(c)) for c in CAPTIONS])
     mean = np.stack([r for r, s in zip(raw, SPLITS) if s == "train"]).mean(0)   # train only
-    post = precompute.Postprocess.load(precompute.postprocess_path(p))
+    post = Postprocess.load(p.embed_postprocess)
     assert np.allclose(post.means["single"], mean, atol=1e-6)
     for r, x in zip(rows, raw):
         want = (x - mean)[0] / np.linalg.norm(x - mean)
@@ -246,12 +248,12 @@ def test_center_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
     new = enc.encode(["a purple dog"])
     assert enc.computed == 1 and np.isclose(np.linalg.norm(new), 1, atol=1e-5)
     with pytest.raises(ValueError, match="stats_path"):
-        precompute.TextEncoder(cfg.embed, p.embed_cache).encode(["a dog"])
+        TextEncoder(cfg.embed, p.embed_cache).encode(["a dog"])
 
 
 def test_text_encoder_without_postprocess_is_the_facet_mean(tmp_path):
     cfg = profile(tmp_path, **{"embed.postprocess": "none"})
-    enc = precompute.TextEncoder(cfg.embed, Paths.of(cfg).embed_cache)
+    enc = TextEncoder(cfg.embed, Paths.of(cfg).embed_cache)
     got = enc.encode(["a red square", "a red square?"], prompt_set="long")
     assert enc.computed == 1 and np.allclose(got[0], got[1])   # same normalised caption
     model, tok = load_llm(cfg.embed)
@@ -266,11 +268,11 @@ def test_whitening_matrix_equalises_the_spectrum_up_to_its_floor():
     rng = np.random.default_rng(0)
     basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     cov = (basis * np.array([100.0, 10, 5, 1, 0.5, 0.2])) @ basis.T
-    w = precompute.whitening_matrix(cov, 1e-9)
+    w = whitening_matrix(cov, 1e-9)
     assert np.allclose(w, w.T, atol=1e-6) and np.isclose(np.linalg.eigvalsh(w).max(), 1.0)
     spectrum = np.linalg.eigvalsh(w @ cov @ w)
     assert spectrum.max() / spectrum.min() < 1.001          # white: every direction equal
-    floored = np.linalg.eigvalsh(precompute.whitening_matrix(cov, 0.1) @ cov @ precompute.whitening_matrix(cov, 0.1))
+    floored = np.linalg.eigvalsh(whitening_matrix(cov, 0.1) @ cov @ whitening_matrix(cov, 0.1))
     # a floor of 0.1 x 100: the weakest direction (0.2) keeps 0.2 / 10.2 of its variance
     assert np.isclose(floored.min() / floored.max(), (0.2 / 10.2) / (100 / 110), rtol=1e-4)
 
@@ -278,15 +280,15 @@ def test_whitening_matrix_equalises_the_spectrum_up_to_its_floor():
 def test_whiten_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
     cfg = profile(tmp_path, **{"embed.postprocess": "whiten", "embed.whiten_floor": 0.05})
     write_captions(cfg)
-    precompute.embed(cfg)
+    embed(cfg)
     p = Paths.of(cfg)
-    post = precompute.Postprocess.load(precompute.postprocess_path(p))
-    enc = precompute.TextEncoder.of(cfg)
+    post = Postprocess.load(p.embed_postprocess)
+    enc = TextEncoder.of(cfg)
     raw, _ = enc.raw([("short", prepare_caption(c)) for c in CAPTIONS])
     train = np.stack([r for r, s in zip(raw, SPLITS) if s == "train"]).astype(np.float64)  # [4, 3, d]
     mean = train.mean(0)
     centred = (train - mean).reshape(-1, train.shape[-1])
-    want_w = precompute.whitening_matrix(centred.T @ centred / len(centred), 0.05)
+    want_w = whitening_matrix(centred.T @ centred / len(centred), 0.05)
     assert post.kind == "whiten" and post.floor == 0.05
     assert np.allclose(post.means["short"], mean, atol=1e-6)
     assert np.allclose(post.whiteners["short"], want_w, atol=1e-5)
@@ -299,16 +301,15 @@ def test_whiten_uses_train_statistics_and_text_encoder_applies_them(tmp_path):
     want = ((raw[4] - mean) @ want_w)
     want = (want / np.linalg.norm(want, axis=-1, keepdims=True)).mean(0)
     assert enc.computed == 0 and float(got @ (want / np.linalg.norm(want))) >= 0.999
-    other = load_profile("tiny", PARAMS, overrides={"data_dir": str(tmp_path / "data"),
-                                                    "embed.postprocess": "whiten",
-                                                    "embed.whiten_floor": 0.2})
+    other = profile_at(tmp_path / "data", {"embed.postprocess": "whiten",
+                                          "embed.whiten_floor": 0.2})
     with pytest.raises(ValueError, match="floor 0.05"):
-        precompute.TextEncoder.of(other).encode(["a dog"])
+        TextEncoder.of(other).encode(["a dog"])
 
 
 def test_forward_batches_keep_to_the_row_and_padded_token_limits(tmp_path):
     cfg = profile(tmp_path, **{"embed.batch_size": 3, "embed.batch_tokens": 20})
-    enc = precompute.TextEncoder(cfg.embed, tmp_path / "cache")
+    enc = TextEncoder(cfg.embed, tmp_path / "cache")
     items = [(f"k{n}", PromptTokens(prefix=[1] * n, facets=[], truncated=False))
              for n in (2, 3, 5, 6, 9, 10, 25)]
     chunks = [[tok.n_tokens for _, tok in c] for c in enc._batches(items)]
@@ -321,7 +322,7 @@ def test_token_limited_batches_give_the_same_vectors(tmp_path):
     vectors = []
     for limit in (0, 60):
         cfg = profile(tmp_path / str(limit), **{"embed.batch_size": 8, "embed.batch_tokens": limit})
-        enc = precompute.TextEncoder(cfg.embed, tmp_path / str(limit) / "cache")
+        enc = TextEncoder(cfg.embed, tmp_path / str(limit) / "cache")
         units = [(ps, t) for t in texts for ps in ("single", "long")]
         emb, _ = enc.raw(units)
         vectors.append((np.concatenate(emb), enc.forward_passes))

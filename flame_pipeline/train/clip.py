@@ -1,9 +1,10 @@
-"""The CLIP baseline: a transformers ``CLIPModel`` trained from scratch with InfoNCE, on the same
-train samples, steps, batch size and image tower sizes as FLAME, through the same loop.
+"""The CLIP baseline: the train_baseline stage's recipe (a transformers ``CLIPModel`` trained
+from scratch with InfoNCE, on the same train samples, steps, batch size and image tower sizes as
+FLAME, through the same loop) and the finished model's files.
 
 Text tower: ``baseline.text_layers`` x ``baseline.text_hidden_size`` (MLP 4x), a
 ``baseline.context_length``-token causal context; its joint embedding size is the text width.
-Tokens: the embedding LLM's tokenizer (``text.llm.load_tokenizer``, no special tokens),
+Tokens: the embedding LLM's tokenizer (``llm_files.load_tokenizer``, no special tokens),
 truncated to context - 1, then an end-of-text token with the id ``len(tokenizer)`` (one past
 the tokenizer's vocabulary, so it is also the largest id, as in OpenAI CLIP); the text
 feature is the EOT position's, which CLIPTextTransformer finds through ``eos_token_id``.
@@ -14,6 +15,8 @@ so the baseline sees the same texts FLAME's embeddings were made from.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -24,9 +27,10 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionModelWi
 
 from flame_pipeline.config import Profile
 from flame_pipeline.files import atomic_path
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
-from flame_pipeline.train.checkpoint import CheckpointError, publish_pretrained
+from flame_pipeline.train.checkpoint import CheckpointError
 from flame_pipeline.train.data import TrainSamples, train_keys
 from flame_pipeline.train.loop import Recipe, identity_of, run
 from flame_pipeline.train.loss import info_nce
@@ -127,6 +131,16 @@ class ClipEncoder:
         return F.normalize(feats.float(), dim=-1)
 
 
+def publish_pretrained(obj, out_dir: Path) -> None:
+    """``obj.save_pretrained`` into ``out_dir``, each file renamed into place atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pretrained.", suffix=".tmp", dir=out_dir) as tmp:
+        obj.save_pretrained(tmp)
+        for f in sorted(Path(tmp).iterdir()):
+            os.replace(f, out_dir / f.name)
+
+
 def save_clip(out_dir: Path, model: CLIPModel, tokenizer) -> None:
     """``model.safetensors`` + ``config.json`` (transformers' CLIPModel), ``vision/`` (the image
     tower with its projection, ``CLIPVisionModelWithProjection``) and ``tokenizer/``."""
@@ -140,9 +154,12 @@ def save_clip(out_dir: Path, model: CLIPModel, tokenizer) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def clip_recipe(cfg: Profile) -> Recipe:
-    from flame_pipeline.text.llm import load_tokenizer
+def load_clip(model_dir: str | Path, device: str | torch.device = "cpu") -> ClipEncoder:
+    """The trained CLIP baseline in eval mode: ``encode_image(pixels)``, ``encode_text(texts)``."""
+    return ClipEncoder.load(Path(model_dir), device)
 
+
+def clip_recipe(cfg: Profile) -> Recipe:
     tokenizer = load_tokenizer(cfg.embed)
     texts = CaptionTexts(cfg, tokenizer)
     data = TrainSamples(cfg, texts)
@@ -156,7 +173,7 @@ def clip_recipe(cfg: Profile) -> Recipe:
 
     identity = identity_of(cfg, kind="clip", baseline=cfg.baseline.model_dump(mode="json"),
                            tokenizer={"llm": cfg.embed.llm, "vocab": len(tokenizer)})
-    return Recipe(kind="clip", out_dir=Paths.of(cfg).clip_model, model=model, data=data, loss=loss,
+    return Recipe(kind="clip", paths=Paths.of(cfg), model=model, data=data, loss=loss,
                   identity=identity, export=lambda m, out: save_clip(out, m, tokenizer))
 
 

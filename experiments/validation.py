@@ -9,8 +9,8 @@ trained models of the profile's data dir run the same benchmarks as the evaluate
 (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the FLAME/CLIP
 ratio.
 
-    .venv/bin/python bench/validation.py                      # default profile, 200 scenes
-    .venv/bin/python bench/validation.py --set data_dir=data/ablations/whiten --n 100
+    .venv/bin/python experiments/validation.py                      # default profile, 200 scenes
+    .venv/bin/python experiments/validation.py --set data_dir=data/ablations/whiten --n 100
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ beside the base data dir: the base's download/curate outputs and CLIP baseline a
 FLAME stages (embed, train, evaluate) run for real. The table is read back from every variant's
 ``results.duckdb`` (latest successful evaluation) and written to ``<data>/ablations/ablations.md``.
 
-    .venv/bin/python bench/ablations.py                  # all variants, then the table
-    .venv/bin/python bench/ablations.py facets-1 center  # some variants
-    .venv/bin/python bench/ablations.py --table          # only rebuild the table
+    .venv/bin/python experiments/ablations.py                  # all variants, then the table
+    .venv/bin/python experiments/ablations.py facets-1 center  # some variants
+    .venv/bin/python experiments/ablations.py --table          # only rebuild the table
 """
 from __future__ import annotations
 
@@ -57,10 +57,10 @@ def prepare(base: Paths, root: Path, linked: tuple[str, ...] = LINKED) -> None:
             link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
 
 
-def run_variant(name: str, params: str) -> float:
-    base_cfg = load_profile("default", params)
+def run_variant(name: str, params: str, profile: str = "default") -> float:
+    base_cfg = load_profile(profile, params)
     root = Path(base_cfg.data_dir).parent / "ablations" / name
-    cfg = load_profile("default", params, [f"data_dir={root}"] + VARIANTS[name][1])
+    cfg = load_profile(profile, params, [f"data_dir={root}"] + VARIANTS[name][1])
     prepare(Paths.of(base_cfg), root)
     t0 = time.monotonic()
     for stage in ("embed", "train", "evaluate"):
@@ -68,7 +68,7 @@ def run_variant(name: str, params: str) -> float:
     return time.monotonic() - t0
 
 
-def table(base: Path, ablations: Path) -> str:
+def table(base: Path, ablations: Path, profile: str = "default") -> str:
     heads = ["long I2T R@1", "long T2I R@1", "long (no hard negatives) R@1",
              "multilingual non-en R@1", "zero-shot scenes top-1", "zero-shot Fashion-MNIST top-1",
              "short retrieval R@1"]
@@ -80,7 +80,7 @@ def table(base: Path, ablations: Path) -> str:
             continue
         store = ResultsStore(db)
         try:
-            metrics = run_metrics(store, latest_run(store, "default")["run_id"])
+            metrics = run_metrics(store, latest_run(store, profile)["run_id"])
         except LookupError:
             continue
         fig = figures(metrics, "flame")
@@ -99,18 +99,20 @@ def main() -> None:
     ap.add_argument("variants", nargs="*", metavar="VARIANT",
                     help="some of: " + ", ".join(VARIANTS) + " (default: all)")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default="default", help="the profile whose run is the base")
     ap.add_argument("--table", action="store_true", help="only rebuild the table")
     args = ap.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")
-    base = Path(load_profile("default", args.params).data_dir)
+    base = Path(load_profile(args.profile, args.params).data_dir)
     ablations = base.parent / "ablations"
     if not args.table:
         for name in [v for v in args.variants or list(VARIANTS) if v != "base"]:
-            print(f"[ablation {name}] {run_variant(name, args.params):.0f} s", flush=True)
-    text = ("# Ablations of the default profile (FLAME figures; generated from DuckDB)\n\n"
-            + table(base, ablations) + "\n")
+            print(f"[ablation {name}] {run_variant(name, args.params, args.profile):.0f} s",
+                  flush=True)
+    text = (f"# Ablations of the {args.profile} profile (FLAME figures; generated from DuckDB)\n\n"
+            + table(base, ablations, args.profile) + "\n")
     ablations.mkdir(parents=True, exist_ok=True)
     (ablations / "ablations.md").write_text(text)
     print(text)

@@ -1,6 +1,6 @@
 """Caption normalisation: the FLAME reference rules, for one string and for a Polars column.
 
-Rules, applied in this order (METHOD.md, plus whitespace collapse):
+Rules, applied in this order (docs/METHOD.md#captions):
 1. every run of Unicode whitespace becomes one space, and the ends are stripped;
 2. ``"`` becomes ``'`` (the prompt templates quote the caption with ``"``);
 3. a final ``?`` becomes ``.`` (a final full-width ``？`` becomes ``。``);

@@ -1,0 +1,15 @@
+"""The one way tests and benchmarks load a params.yaml profile whose data lives elsewhere."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flame_pipeline.config import Profile, load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+
+
+def profile_at(root: str | Path, overrides: dict | None = None, profile: str = "tiny") -> Profile:
+    """The ``profile`` (tiny by default) of the project's params.yaml with its data_dir at
+    ``root`` and the dotted ``overrides`` (``{"train.steps": 2}``) applied."""
+    return load_profile(profile, PARAMS, {"data_dir": str(root), **(overrides or {})})
