@@ -7,7 +7,8 @@ from import_graph import imports, modules
 # Lower layers first. A unit is a top-level module or package of flame_pipeline (or `assets`,
 # the Dagster front door); units in one layer do not import each other.
 LAYERS: list[list[str]] = [
-    ["config", "files", "store", "streaming_compat"],   # settings, atomic files, DuckDB, MDS
+    ["config", "files", "store", "streaming_compat", "progress"],   # settings, atomic files,
+                                                     # DuckDB, MDS, progress bars
     ["paths", "shards", "distributed"],                  # where files live, shard I/O, torchrun
     ["stage"],                                           # what a stage returns, recording it
     ["captions", "llm_files"],                           # caption rules; the LLM's files, tokenizer
