@@ -17,7 +17,8 @@ LAYERS: list[list[str]] = [
     ["train"],                                           # FLAME and CLIP training
     ["eval"],                                            # benchmarks and the report
     ["pipeline"],                                        # the stage spec and runner
-    ["cli", "assets"],                                   # the two front doors
+    ["assets"],                                          # the Dagster front door
+    ["cli"],                                             # the command line: reports to Dagster
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
