@@ -257,6 +257,25 @@ def _log(writer: SummaryWriter | None, step: int, point: dict, head: Tensors,
         writer.add_scalar(f"train/{name}", value, step)
 
 
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+          clip_norm: float | None) -> dict[str, float]:
+    """The optimizer step on the gradients ``backward`` left: unscaled and clipped to
+    ``clip_norm`` when set, skipped by the scaler when fp16 gradients overflowed (it then halves
+    its scale), then the schedule's step. Returns the norm before clipping and the loss scale,
+    for TensorBoard, when they apply."""
+    figures = {}
+    if clip_norm is not None:
+        scaler.unscale_(optimizer)
+        figures["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    if scaler.is_enabled():
+        figures["loss_scale"] = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return figures
+
+
 def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, list[dict]]:
     """Resume from the checkpoint if any, train to ``train.steps``; (start step, curve)."""
     t = cfg.train
@@ -298,15 +317,7 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
             if not math.isfinite(value):
                 raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
             lr = scheduler.get_last_lr()[0]
-            extra = {}
-            if t.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)
-                extra["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm))
-            if scaler.is_enabled():
-                extra["loss_scale"] = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            extra = _step(model, optimizer, scheduler, scaler, t.grad_clip_norm)
             speed = t.batch_size / max(time.perf_counter() - clock, 1e-9)
             if done % t.log_every == 0 or done == t.steps:
                 curve.append({"step": done, "loss": value, "lr": lr, "images_per_s": speed})
@@ -318,8 +329,8 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
                     raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
                 rng = _rng_states(device)
                 if rank == 0:
-                    writer.flush()   # events up to the checkpoint on disk before it (a resumed
-                    ckpt.retain(recipe.out_dir, t.keep_checkpoints)   # run purges later ones)
+                    writer.flush()   # the events up to this checkpoint are on disk before it
+                    ckpt.retain(recipe.out_dir, t.keep_checkpoints)
                     info = {"step": done, "identity": identity, "curve": curve}
                     if scaler.is_enabled():
                         info["scaler"] = scaler.state_dict()
