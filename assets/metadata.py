@@ -115,6 +115,8 @@ def stage_metadata(profile: str, params_hash: str, out: StageOutput, md5s: dict[
         "profile": MetadataValue.text(profile),
         "params_hash": MetadataValue.text(params_hash),
     }
+    if out.run_id:
+        meta["run_id"] = MetadataValue.text(out.run_id)    # the run in the results store (DuckDB)
     for name, count in out.rows.items():
         meta[f"rows/{name}"] = MetadataValue.int(int(count))
     for name, path in out.artifacts.items():

@@ -1,5 +1,7 @@
 """The ``flame`` command line: one sub-command per stage, ``run`` for the chain."""
 # The stage sub-commands and their help come from the stage spec, flame_pipeline/pipeline.py.
+# Each stage run is reported to the project's Dagster instance (assets/history.py), so the UI
+# shows the runs of the CLI and of `dvc repro` (which runs the CLI) beside its own.
 from __future__ import annotations
 
 import argparse
@@ -59,14 +61,38 @@ def _summary_line(name: str, out) -> str:
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _finished(cfg):
+    """What the CLI does with each finished stage run: print its summary line and report it to
+    the project's Dagster instance; a run Dagster cannot take is a warning, not a failure."""
+    instance = None
+
+    def finished(name: str, out) -> None:
+        nonlocal instance
+        print(_summary_line(name, out), flush=True)
+        if out.run_id is None:   # a torchrun rank other than 0: rank 0 records and reports
+            return
+        from assets.history import project_instance, report_run   # dagster: after a stage ran
+        try:
+            instance = instance or project_instance()
+            report_run(cfg, name, out, instance)
+        except Exception as err:  # the stage's work is done and recorded in the results store
+            print(f"flame: warning: stage {name} not reported to Dagster: {type(err).__name__}: "
+                  f"{_first_line(err)}", file=sys.stderr)
+
+    return finished
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = load_profile(args.profile, args.params, args.overrides)
         if args.command == "run":
             t0 = time.monotonic()
-            run_chain(cfg, args.start, args.stop,
-                      on_stage=lambda n, o: print(_summary_line(n, o), flush=True))
+            run_chain(cfg, args.start, args.stop, on_stage=_finished(cfg))
             paths = Paths.of(cfg)
             print(f"chain finished in {time.monotonic() - t0:.0f} s\n"
                   f"  report:        {paths.report}\n"
@@ -82,16 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             print(stage_table(), end="")
         else:
             name = args.command.replace("-", "_")
-            print(_summary_line(name, run_stage(cfg, name)))
+            _finished(cfg)(name, run_stage(cfg, name))
     except KeyboardInterrupt:
         print("flame: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # one line for people, the traceback with --debug
         if args.debug:
             traceback.print_exc()
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         label = "" if isinstance(err, ConfigError) else f"{type(err).__name__}: "
-        print(f"flame: error: {label}{reason}", file=sys.stderr)
+        print(f"flame: error: {label}{_first_line(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -179,8 +179,13 @@ class TrainConfig(Section):
     # prompt sets ("long"); empty = all of them
     pool: list[str] = []
     crop_scale: tuple[float, float] = (0.9, 1.0)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: bf16 on a GPU that has it, fp16 (with a gradient scaler) on one that does not, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    grad_clip_norm: float | None = Field(None, gt=0)   # clip the gradients' global norm; None = off
+    # each step's batch in this many micro-batches: the same loss and gradient (train/loop.py), less memory
+    grad_accum_steps: int = Field(1, ge=1)
     checkpoint_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(1, ge=1)    # the latest checkpoint and the N - 1 before it
     log_every: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
 

@@ -80,6 +80,10 @@ class Paths:
     def curve(self, kind: str) -> Path: return self.model(kind) / "curve.csv"  # step, loss, lr, images_per_s
     def loss_plot(self, kind: str) -> Path: return self.model(kind) / "loss.png"
     def skipped(self, kind: str) -> Path: return self.model(kind) / "skipped.parquet"  # key, reason
+    def tensorboard(self, kind: str) -> Path:
+        # training's TensorBoard event files, beside the model dirs, not in them: they hold wall
+        # times, and a model dir's bytes are its stage's recorded hash and DVC output
+        return self.models / "tensorboard" / kind
 
     # evaluate
     @property

@@ -20,6 +20,7 @@ class StageOutput:
     summary: dict[str, Any] = field(default_factory=dict)    # shown in logs / Dagster metadata
     metrics: list[tuple[str, str, str, float]] = field(default_factory=list)  # model, bench, metric, value
     hashes: dict[str, str] = field(default_factory=dict)     # filled by record()
+    run_id: str | None = None                                # the results store's run: record()
 
 
 # the recorded run in progress in this process: (its store, stage name, run id)
@@ -46,6 +47,7 @@ def record(cfg: Profile, stage: str, fn, *args, **kwargs) -> StageOutput:
         if out.metrics:
             inputs = ",".join(f"{k}={v[:12]}" for k, v in sorted(out.hashes.items()))
             store.add_metrics(run_id, cfg.name, cfg.params_hash(), out.metrics, inputs)
+    out.run_id = run_id
     return out
 
 

@@ -7,7 +7,9 @@ Plain helpers that build inputs live in named modules beside this one: ``profile
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -15,6 +17,20 @@ import torch
 from flame_pipeline.config import Profile
 from profiles import profile_at
 from train_data import write_training_data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory) -> Iterator[Path]:
+    """A Dagster instance of the test session's own: the ``flame`` CLI reports its stage runs
+    to ``$DAGSTER_HOME`` (assets/history.py), never to the project's ``.dagster_home/`` here."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("DAGSTER_HOME")
+    else:
+        os.environ["DAGSTER_HOME"] = before
 
 
 @pytest.fixture

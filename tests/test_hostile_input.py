@@ -286,6 +286,7 @@ def test_the_download_line_counts_rejected_rows_by_reason(tmp_path, capsys):
 def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(tmp_path, capsys, make_data):
     cfg = make_data(tmp_path / "data")
     run_stage(cfg, "train_baseline")
+    capsys.readouterr()                      # training's progress lines
     rows = bench_folder(tmp_path, 1)
     pl.DataFrame(rows).write_csv(tmp_path / "one.csv")
     (tmp_path / "empty.csv").write_text("image,text\n")

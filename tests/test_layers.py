@@ -7,7 +7,8 @@ from import_graph import imports, modules
 # Lower layers first. A unit is a top-level module or package of flame_pipeline (or `assets`,
 # the Dagster front door); units in one layer do not import each other.
 LAYERS: list[list[str]] = [
-    ["config", "files", "store", "streaming_compat"],   # settings, atomic files, DuckDB, MDS
+    ["config", "files", "store", "streaming_compat", "progress"],   # settings, atomic files,
+                                                     # DuckDB, MDS, progress bars
     ["paths", "shards", "distributed"],                  # where files live, shard I/O, torchrun
     ["stage"],                                           # what a stage returns, recording it
     ["captions", "llm_files"],                           # caption rules; the LLM's files, tokenizer
@@ -16,7 +17,8 @@ LAYERS: list[list[str]] = [
     ["train"],                                           # FLAME and CLIP training
     ["eval"],                                            # benchmarks and the report
     ["pipeline"],                                        # the stage spec and runner
-    ["cli", "assets"],                                   # the two front doors
+    ["assets"],                                          # the Dagster front door
+    ["cli"],                                             # the command line: reports to Dagster
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

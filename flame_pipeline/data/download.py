@@ -38,6 +38,7 @@ from flame_pipeline.data.sample import RawSample
 from flame_pipeline.data.sources import source_kind
 from flame_pipeline.files import atomic_path, write_json, write_parquet
 from flame_pipeline.paths import Paths
+from flame_pipeline.progress import progress
 from flame_pipeline.shards import write_shards
 from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.streaming_compat import merge_index
@@ -196,7 +197,7 @@ def _download_source(cfg: Profile, src: Source, index: int, work: Path, keys: _K
     limits = source_limits(cfg, src)
     samples = open_source(cfg, src, start=done * size)
     n_rows = done * size
-    with contextlib.closing(samples), tqdm(desc=f"download {src.kind}", unit="row", initial=n_rows) as bar:
+    with contextlib.closing(samples), progress(None, f"download {src.kind}", "row", initial=n_rows) as bar:
         while (first := next(samples, None)) is not None:
             n_rows += _write_chunk(fp_dir / _chunk_name(done),
                                    itertools.chain([first], itertools.islice(samples, size - 1)),

@@ -37,6 +37,7 @@ from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
 from flame_pipeline.paths import Paths
+from flame_pipeline.progress import progress
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.vision.preprocess import decode
 
@@ -117,10 +118,17 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
                    images: dict[str, bytes], tasks: list[Task],
                    truncate: Callable[[list[str]], list[str]],
                    skipped: list[str] | None = None) -> Results:
-    """Every enabled benchmark for one model; the same code path for FLAME and CLIP.
-    A benchmark that cannot run on this data appends its reason to ``skipped``."""
+    """Every enabled benchmark for one model; the same code path for FLAME and CLIP, with a
+    progress line per benchmark done. A benchmark that cannot run on this data appends its
+    reason to ``skipped``."""
     skipped = [] if skipped is None else skipped
     ev, mode, out = cfg.eval, cfg.eval.prompt_mode, {}
+    bar = progress(None, f"evaluate {model.name}", "benchmark")
+
+    def put(name: str, metrics: dict[str, float]) -> None:
+        out[name] = metrics
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
     emb = per_row(model.image_embeddings, test, images)
     en_plain = (pl.col("language") == "en") & ~pl.col("hard_negative")
 
@@ -136,36 +144,37 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
             idx, values = labelled(test, task.source, task.task)
             names = [class_text(task.source, task.task, c) for c in task.classes]
             cls = class_embeddings(text_fn("single"), names, ev.zeroshot_templates)
-            out[f"zeroshot/{task.source}/{task.task}"] = zeroshot_accuracy(
-                emb[idx], cls, [task.classes.index(v) for v in values])
+            put(f"zeroshot/{task.source}/{task.task}", zeroshot_accuracy(
+                emb[idx], cls, [task.classes.index(v) for v in values]))
     for source in sorted(set(test["source"])):
         src = pl.col("source") == source
         if "retrieval" in ev.benchmarks:
             rows, e = rows_of(src & en_plain)
             if rows.height:
-                out[f"retrieval/{source}"] = retrieval(e, rows["sha256"].to_list(),
-                                                       rows["caption"].to_list(),
-                                                       text_fn(caption_set(mode)), ev.recall_ks)
+                put(f"retrieval/{source}", retrieval(e, rows["sha256"].to_list(),
+                                                     rows["caption"].to_list(),
+                                                     text_fn(caption_set(mode)), ev.recall_ks))
         if "long_retrieval" in ev.benchmarks:
             # hard negatives stay in: their long captions differ from the original's in one fact
             rows, e = rows_of(src & (pl.col("language") == "en") & pl.col("long_caption").is_not_null())
             if rows.height:
                 texts = rows["long_caption"].to_list()
                 for name, batch in (("long_retrieval", texts), ("long_retrieval_77", truncate(texts))):
-                    out[f"{name}/{source}"] = retrieval(e, rows["sha256"].to_list(), batch,
-                                                        text_fn(long_set(mode)), ev.recall_ks)
+                    put(f"{name}/{source}", retrieval(e, rows["sha256"].to_list(), batch,
+                                                      text_fn(long_set(mode)), ev.recall_ks))
                 if rows["hard_negative"].any():   # the same gallery without its hard negatives
                     keep = ~rows["hard_negative"].to_numpy()
                     easy = rows.filter(~pl.col("hard_negative"))
-                    out[f"long_retrieval_no_hn/{source}"] = retrieval(
+                    put(f"long_retrieval_no_hn/{source}", retrieval(
                         e[keep], easy["sha256"].to_list(), easy["long_caption"].to_list(),
-                        text_fn(long_set(mode)), ev.recall_ks)
+                        text_fn(long_set(mode)), ev.recall_ks))
         if "multilingual" in ev.benchmarks:
             rows, e = rows_of(src & ~pl.col("hard_negative"))
             if rows["language"].n_unique() > 1:
                 per = retrieval_per_language(e, rows["sha256"].to_list(), rows["caption"].to_list(),
                                              rows["language"].to_list(), text_fn("single"), ev.recall_ks)
-                out.update({f"multilingual/{source}/{lang}": m for lang, m in per.items()})
+                for lang, m in per.items():
+                    put(f"multilingual/{source}/{lang}", m)
     if "linear_probe" in ev.benchmarks and tasks:
         train_x = per_row(model.pooled_features, train, images)
         test_x = per_row(model.pooled_features, test, images)
@@ -177,8 +186,9 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
                 skipped.append(f"linear_probe/{task.source}/{task.task}: {len(set(tr_y))} training "
                                f"classes; test classes never trained on: {unseen}")
                 continue
-            out[f"linear_probe/{task.source}/{task.task}"] = linear_probe(
-                train_x[tr_idx], tr_y, test_x[te_idx], te_y, max_iter=ev.probe_max_iter)
+            put(f"linear_probe/{task.source}/{task.task}", linear_probe(
+                train_x[tr_idx], tr_y, test_x[te_idx], te_y, max_iter=ev.probe_max_iter))
+    bar.close()
     return out
 
 

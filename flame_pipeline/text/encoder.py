@@ -4,7 +4,6 @@ The embed stage computes the training captions with it, evaluation its test quer
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,15 +14,12 @@ import torch
 
 from flame_pipeline.config import EmbedConfig, Profile
 from flame_pipeline.paths import Paths
+from flame_pipeline.progress import progress
 from flame_pipeline.text.cache import EmbeddingCache, content_hash, model_fingerprint
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.postprocess import Postprocess
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
-
-log = logging.getLogger(__name__)
-
-LOG_EVERY = 50     # forward batches between progress lines
 
 
 class TextEncoder:
@@ -70,7 +66,7 @@ class TextEncoder:
 
     def ensure(self, units: list[tuple[str, str]], rank: int = 0, world: int = 1) -> int:
         """Compute the (prompt set, normalised text) units missing from the cache (this rank's
-        share of them); returns how many this call computed."""
+        share of them, with a progress bar on rank 0); returns how many this call computed."""
         todo = sorted({self.key(ps, t): (ps, t) for ps, t in units}.items())
         todo = [(k, u) for k, u in todo if k not in self.cache][rank::world]
         if not todo:
@@ -79,20 +75,21 @@ class TextEncoder:
         by_set: dict[str, list] = defaultdict(list)
         for key, (ps, text) in todo:
             by_set[ps].append((key, builder.build(text, ps)))
-        for ps in sorted(by_set):
-            items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
-            start_time, tokens, done = time.perf_counter(), 0, 0
-            for n, chunk in enumerate(self._batches(items), 1):
-                emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
-                self.forward_passes += 1
-                self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
-                               [tok.truncated for _, tok in chunk])
-                self.computed += len(chunk)
-                done += len(chunk)
-                tokens += sum(tok.n_tokens for _, tok in chunk)
-                if n % LOG_EVERY == 0 or done == len(items):
-                    log.info("embedded %d/%d %r texts, %.0f tokens/s", done, len(items), ps,
-                             tokens / (time.perf_counter() - start_time))
+        start_time, tokens = time.perf_counter(), 0
+        with progress(len(todo), f"embed {self.cfg.llm}", "text", enabled=rank == 0) as bar:
+            for ps in sorted(by_set):
+                items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
+                for chunk in self._batches(items):
+                    emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
+                    self.forward_passes += 1
+                    self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
+                                   [tok.truncated for _, tok in chunk])
+                    self.computed += len(chunk)
+                    tokens += sum(tok.n_tokens for _, tok in chunk)
+                    bar.set_postfix_str(f"prompt set {ps}, "
+                                        f"{tokens / (time.perf_counter() - start_time):.0f} tokens/s",
+                                        refresh=False)
+                    bar.update(len(chunk))
         return len(todo)
 
     def _batches(self, items: list[tuple[str, PromptTokens]]) -> Iterator[list]:

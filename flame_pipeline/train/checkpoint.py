@@ -7,10 +7,15 @@ AdamW moments and step counts, RNG states of every rank) and, in its header meta
 document with the scalars (step, scheduler state, optimizer param groups, loss curve so far,
 and the config fields the run depends on). One file, written atomically, so a checkpoint is
 never half old, half new. ``state.json`` is a readable copy of that JSON, written after it.
+
+With ``train.keep_checkpoints`` N > 1 the N - 1 checkpoints before the latest stay in
+``checkpoints/step_<step>.safetensors`` (same format; copy one over ``state.safetensors`` to
+resume from it instead).
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from flame_pipeline.files import atomic_path, write_json
 
 STATE = "state.safetensors"
 STATE_JSON = "state.json"
+KEPT = "checkpoints"
 FORMAT = 1
 
 
@@ -91,21 +97,41 @@ def save_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     return target
 
 
-def read_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The tensors and JSON of ``out_dir``'s checkpoint, or None when there is none."""
-    path = Path(out_dir) / STATE
-    if not path.is_file():
-        return None
+def _read(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint file's JSON document, and its tensors when asked."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         doc = json.loads(meta["state"])
-        tensors = load_file(str(path))
+        loaded = load_file(str(path)) if tensors else {}
     except (KeyError, ValueError, OSError, SafetensorError) as err:
         raise CheckpointError(f"unreadable checkpoint {path}: {err}") from None
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {doc.get('format')}, expected {FORMAT}")
-    return tensors, doc
+    return loaded, doc
+
+
+def read_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The tensors and JSON of ``out_dir``'s checkpoint, or None when there is none."""
+    path = Path(out_dir) / STATE
+    return _read(path, tensors=True) if path.is_file() else None
+
+
+def retain(out_dir: Path, keep: int) -> None:
+    """Before a new checkpoint replaces ``state.safetensors``: with ``keep`` > 1 the current one
+    stays as ``checkpoints/step_<step>.safetensors`` (a hard link, no copy); of those, all but the
+    ``keep`` - 1 latest are deleted."""
+    state, kept = Path(out_dir) / STATE, Path(out_dir) / KEPT
+    if keep > 1 and state.is_file():
+        target = kept / f"step_{_read(state, tensors=False)[1]['step']:08d}.safetensors"
+        kept.mkdir(exist_ok=True)
+        if not target.exists():
+            os.link(state, target)
+    older = sorted(kept.glob("step_*.safetensors")) if kept.is_dir() else []
+    for path in older[:max(0, len(older) - (keep - 1))]:
+        path.unlink()
+    if kept.is_dir() and not any(kept.iterdir()):
+        kept.rmdir()
 
 
 def restore_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -167,14 +167,18 @@ def clip_recipe(cfg: Profile) -> Recipe:
     if cfg.vision.gradient_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
 
-    def loss(wrapped: nn.Module, bare: CLIPModel, batch: dict) -> torch.Tensor:
+    def features(wrapped: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = wrapped(**trim(batch), pixel_values=batch["pixels"])
-        return info_nce(out.image_embeds, out.text_embeds, bare.logit_scale)
+        return {"images": out.image_embeds, "texts": out.text_embeds}
+
+    def loss(feats: dict, head: dict) -> torch.Tensor:
+        return info_nce(feats["images"], feats["texts"], head["logit_scale"])
 
     identity = identity_of(cfg, kind="clip", baseline=cfg.baseline.model_dump(mode="json"),
                            tokenizer={"llm": cfg.embed.llm, "vocab": len(tokenizer)})
-    return Recipe(kind="clip", paths=Paths.of(cfg), model=model, data=data, loss=loss,
-                  identity=identity, export=lambda m, out: save_clip(out, m, tokenizer))
+    return Recipe(kind="clip", paths=Paths.of(cfg), model=model, data=data, features=features,
+                  head=lambda bare: {"logit_scale": bare.logit_scale}, loss=loss, identity=identity,
+                  export=lambda m, out: save_clip(out, m, tokenizer))
 
 
 def train_baseline(cfg: Profile) -> StageOutput:

@@ -38,10 +38,17 @@ def flame_recipe(cfg: Profile) -> Recipe:
     embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
              "names": list(texts.meta["names"])}
 
-    def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
-        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
+    def features(wrapped: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return {"images": wrapped(batch["pixels"]), "texts": batch["texts"]}
 
-    return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, loss=loss,
+    def head(bare: FlameModel) -> dict[str, torch.Tensor]:
+        return {"logit_scale": bare.logit_scale, "logit_bias": bare.logit_bias}
+
+    def loss(feats: dict, head: dict) -> torch.Tensor:
+        return sigmoid_loss(feats["images"], feats["texts"], head["logit_scale"], head["logit_bias"])
+
+    return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, features=features,
+                  head=head, loss=loss,
                   identity=identity_of(cfg, kind="flame", embed=embed),
                   export=lambda m, out: save_flame(out, m, {"embed": embed}))
 

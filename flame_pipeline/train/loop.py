@@ -1,12 +1,26 @@
 """The training loop both models share.
 
 A ``Recipe`` says what differs between FLAME (``flame.py``) and the CLIP baseline (``clip.py``):
-model, texts, loss, export, the config fields a checkpoint must match; ``run`` does the rest
-the same way for both:
+model, texts, features, loss, export, the config fields a checkpoint must match; ``run`` does
+the rest the same way for both:
 torch.distributed when launched by torchrun (gloo on CPU, NCCL on GPU; DDP averages gradients),
-bf16 autocast where supported, AdamW + warm-up/cosine, a checkpoint every
-``train.checkpoint_every`` steps, resume from the last one, a NaN guard that stops before a bad
-state can be saved, and the curve files.
+mixed precision (``train.precision``: bf16 autocast, or fp16 autocast with a gradient scaler on
+GPUs without bf16), gradient accumulation (``train.grad_accum_steps``) and clipping
+(``train.grad_clip_norm``), AdamW + warm-up/cosine, a checkpoint every
+``train.checkpoint_every`` steps (the last ``train.keep_checkpoints`` kept), resume from the
+latest, a NaN guard that stops before a bad state can be saved, the curve files, a progress bar
+and TensorBoard scalars.
+
+Gradient accumulation splits each step's batch into micro-batches and still optimises the whole
+batch's loss, as open_clip's ``accum_freq`` does: the contrastive losses couple every sample
+with every other, so the mean of the micro-batches' own losses would be another loss. First the
+features of every micro-batch are computed without gradients; then, one micro-batch at a time,
+its features are recomputed with gradients and put among the others, the whole batch's loss is
+computed and back-propagated: each pass gives the gradient through its micro-batch's features,
+and their sum is the whole batch's gradient. The loss's own parameters (logit scale and bias)
+take part with gradients in one pass only, the last (open_clip counts their gradient in every
+pass, ``grad_accum_steps`` times over). Under DDP the passes before the last skip the gradient
+all-reduce (``no_sync``).
 """
 from __future__ import annotations
 
@@ -26,19 +40,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
 
 from flame_pipeline.config import Profile
 from flame_pipeline.distributed import process_group, world
 from flame_pipeline.files import write_parquet
 from flame_pipeline.paths import Paths
+from flame_pipeline.progress import progress
 from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
 from flame_pipeline.train.data import StepBatches, TrainSamples
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
 
-# train fields that do not change the computation, so a checkpoint may differ in them
-NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed"},
+Tensors = dict[str, torch.Tensor]
+
+# train fields that do not change the computation (beyond the order of float sums), so a
+# checkpoint may differ in them
+NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed",
+                          "grad_accum_steps", "keep_checkpoints"},
                 "vision": {"gradient_checkpointing"}}
 
 
@@ -52,7 +72,10 @@ class Recipe:
     paths: Paths
     model: nn.Module
     data: TrainSamples
-    loss: Callable[[nn.Module, nn.Module, dict], torch.Tensor]  # (wrapped, bare model, batch)
+    # (wrapped model, batch) -> per-sample features [n, ...] that the loss couples, e.g. images, texts
+    features: Callable[[nn.Module, dict], Tensors]
+    head: Callable[[nn.Module], Tensors]                  # bare model -> the loss's own parameters
+    loss: Callable[[Tensors, Tensors], torch.Tensor]      # (features of the batch, head) -> loss
     identity: dict                                        # config a checkpoint must match (+ data)
     export: Callable[[nn.Module, Path], None]             # writes the finished model files
 
@@ -69,11 +92,27 @@ def identity_of(cfg: Profile, **extra) -> dict:
     return {"seed": cfg.train_seed, "vision": section("vision"), "train": section("train"), **extra}
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 when asked, or on ``auto`` when the device is a GPU that supports it; else None (fp32)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if precision == "bf16" else None
+@dataclass(frozen=True)
+class Precision:
+    """How a step computes: autocast to ``dtype`` (None: fp32), and a gradient scaler for fp16."""
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @classmethod
+    def of(cls, precision: str, device: torch.device) -> "Precision":
+        """``auto``: bf16 on a GPU that supports it, fp16 on a GPU that does not, fp32 on the CPU;
+        ``bf16``, ``fp16`` (with a gradient scaler), ``fp32``: as named, on any device."""
+        if precision == "auto" and device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return cls(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                              enabled=self.dtype is not None)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """fp16 gradients underflow without loss scaling; the scaler is a no-op otherwise."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
 
 def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -128,6 +167,39 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _split(batch: Tensors, parts: int) -> list[Tensors]:
+    """``batch`` cut into ``parts`` micro-batches along the sample dimension, in order."""
+    pieces = {k: v.tensor_split(parts) for k, v in batch.items()}
+    return [{k: p[i] for k, p in pieces.items()} for i in range(parts)]
+
+
+def backward(recipe: Recipe, wrapped: nn.Module, model: nn.Module, batch: Tensors, accum: int,
+             precision: Precision, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """Back-propagate the loss of ``batch`` in ``accum`` micro-batches (module doc: the sum of
+    the passes' gradients is the whole batch's); returns the loss, detached."""
+    if accum == 1:
+        with precision.autocast():
+            loss = recipe.loss(recipe.features(wrapped, batch), recipe.head(model))
+        scaler.scale(loss).backward()
+        return loss.detach()
+    micro = _split(batch, accum)
+    with torch.no_grad(), precision.autocast():
+        cached = [recipe.features(wrapped, m) for m in micro]
+    head = recipe.head(model)
+    for j, m in enumerate(micro):
+        last = j == accum - 1
+        quiet = wrapped.no_sync() if isinstance(wrapped, DistributedDataParallel) and not last \
+            else contextlib.nullcontext()
+        with quiet:
+            with precision.autocast():
+                fresh = recipe.features(wrapped, m)
+                feats = {k: torch.cat([c[k] for c in cached[:j]] + [v] + [c[k] for c in cached[j + 1:]])
+                         for k, v in fresh.items()}
+                loss = recipe.loss(feats, head if last else {k: v.detach() for k, v in head.items()})
+            scaler.scale(loss).backward()
+    return loss.detach()
+
+
 def _diverged(recipe: Recipe, what: str, last_good: int | None) -> TrainingDiverged:
     kept = f"the checkpoint of step {last_good}" if last_good else "no checkpoint yet"
     return TrainingDiverged(f"{recipe.kind}: {what}; stopped without saving. Kept: {kept} in "
@@ -157,13 +229,65 @@ def _summary(recipe: Recipe, cfg: Profile, start: int, curve: list[dict], size: 
                  (recipe.kind, "train", "images_per_s", speed)])
 
 
+@contextlib.contextmanager
+def _events(recipe: Recipe, start: int, rank: int) -> Iterator[SummaryWriter | None]:
+    """Rank 0's TensorBoard writer under ``Paths.tensorboard(kind)``: a run from step 0 starts
+    the folder anew; a resumed one hides (``purge_step``) what a killed run logged after its
+    checkpoint. None on other ranks."""
+    if rank != 0:
+        yield None
+        return
+    folder = recipe.paths.tensorboard(recipe.kind)
+    if start == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    with SummaryWriter(str(folder), purge_step=start + 1 if start else None) as writer:
+        yield writer
+
+
+def _log(writer: SummaryWriter | None, step: int, point: dict, head: Tensors,
+         extra: dict[str, float]) -> None:
+    """One curve point and the loss's parameters as TensorBoard scalars ``train/*``; the logit
+    scale as the factor it multiplies the cosines by (exp of the stored log)."""
+    if writer is None:
+        return
+    scalars = {k: v for k, v in point.items() if k != "step"}
+    scalars.update({k: float(v.detach().exp() if k == "logit_scale" else v.detach())
+                    for k, v in head.items()})
+    for name, value in {**scalars, **extra}.items():
+        writer.add_scalar(f"train/{name}", value, step)
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+          clip_norm: float | None) -> dict[str, float]:
+    """The optimizer step on the gradients ``backward`` left: unscaled and clipped to
+    ``clip_norm`` when set, skipped by the scaler when fp16 gradients overflowed (it then halves
+    its scale), then the schedule's step. Returns the norm before clipping and the loss scale,
+    for TensorBoard, when they apply."""
+    figures = {}
+    if clip_norm is not None:
+        scaler.unscale_(optimizer)
+        figures["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    if scaler.is_enabled():
+        figures["loss_scale"] = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return figures
+
+
 def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, list[dict]]:
     """Resume from the checkpoint if any, train to ``train.steps``; (start step, curve)."""
     t = cfg.train
     rank, size = world()
+    if t.batch_size // size < t.grad_accum_steps:
+        raise ValueError(f"train.grad_accum_steps {t.grad_accum_steps} is more than the "
+                         f"{t.batch_size // size} samples per process of a step")
     model = recipe.model.to(device)
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
+    precision = Precision.of(t.precision, device)
+    scaler = precision.scaler()
     identity = dict(recipe.identity, data=recipe.data.fingerprint())
     restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, identity)
     start, curve, last_good = 0, [], None
@@ -171,41 +295,50 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
         doc, rng = restored
         start, curve, last_good = doc["step"], doc["curve"], doc["step"]
         _restore_rng(rng, device)
+        if scaler.is_enabled() and "scaler" in doc:
+            scaler.load_state_dict(doc["scaler"])
+    if start >= t.steps:
+        return start, curve
     wrapped = model
     if size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    dtype = autocast_dtype(t.precision, device)
     batches = StepBatches(len(recipe.data), t.batch_size, cfg.train_seed, start, t.steps, rank, size)
     loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
                         pin_memory=device.type == "cuda")
     model.train()
     clock = time.perf_counter()
-    for done, batch in enumerate(loader, start=start + 1):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = recipe.loss(wrapped, model, batch)
-        value = _mean_over_ranks(loss)
-        if not math.isfinite(value):
-            raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if done % t.log_every == 0 or done == t.steps:
-            curve.append({"step": done, "loss": value, "lr": lr,
-                          "images_per_s": t.batch_size / max(time.perf_counter() - clock, 1e-9)})
-        if done % t.checkpoint_every == 0 or done == t.steps:
-            if not _all_finite(model):
-                raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
-            rng = _rng_states(device)
-            if rank == 0:
-                ckpt.save_state(recipe.out_dir, model, optimizer, scheduler,
-                                {"step": done, "identity": identity, "curve": curve}, rng)
-            if size > 1:
-                dist.barrier()
-            last_good = done
-        clock = time.perf_counter()
+    with _events(recipe, start, rank) as writer, \
+            progress(t.steps, f"train {recipe.kind}", "step", initial=start, enabled=rank == 0) as bar:
+        for done, batch in enumerate(loader, start=start + 1):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            optimizer.zero_grad(set_to_none=True)
+            loss = backward(recipe, wrapped, model, batch, t.grad_accum_steps, precision, scaler)
+            value = _mean_over_ranks(loss)
+            if not math.isfinite(value):
+                raise _diverged(recipe, f"loss is {value} at step {done}", last_good)
+            lr = scheduler.get_last_lr()[0]
+            extra = _step(model, optimizer, scheduler, scaler, t.grad_clip_norm)
+            speed = t.batch_size / max(time.perf_counter() - clock, 1e-9)
+            if done % t.log_every == 0 or done == t.steps:
+                curve.append({"step": done, "loss": value, "lr": lr, "images_per_s": speed})
+                _log(writer, done, curve[-1], recipe.head(model), extra)
+            bar.set_postfix_str(f"loss {value:.4f}, {speed:.1f} images/s", refresh=False)
+            bar.update(1)
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                if not _all_finite(model):
+                    raise _diverged(recipe, f"weights became non-finite by step {done}", last_good)
+                rng = _rng_states(device)
+                if rank == 0:
+                    writer.flush()   # the events up to this checkpoint are on disk before it
+                    ckpt.retain(recipe.out_dir, t.keep_checkpoints)
+                    info = {"step": done, "identity": identity, "curve": curve}
+                    if scaler.is_enabled():
+                        info["scaler"] = scaler.state_dict()
+                    ckpt.save_state(recipe.out_dir, model, optimizer, scheduler, info, rng)
+                if size > 1:
+                    dist.barrier()
+                last_good = done
+            clock = time.perf_counter()
     return start, curve
 
 
