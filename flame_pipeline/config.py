@@ -46,6 +46,34 @@ class EmojiSource(Section):
     font: str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
 
+EMOJI_LOCALES = ["en", "bn", "da", "de", "es", "es-mx", "et", "fi", "fr", "hi", "hu", "it", "ja", "ko",
+                 "lt", "ms", "nb", "nl", "pl", "pt", "ru", "sv", "th", "uk", "vi", "zh", "zh-hant"]
+Designer = Literal["apple", "google", "twitter", "facebook", "openmoji"]
+
+
+class EmojiArtSource(Section):
+    """Emoji drawn by several designers, CLDR names in many locales (data/emoji_art.py)."""
+    kind: Literal["emoji_art"] = "emoji_art"
+    root: str = "packages/npm"              # where scripts/setup.sh installs requirements-npm.txt
+    designers: list[Designer] = Field(["apple", "google", "twitter", "facebook"], min_length=1)
+    held_out_designer: Designer | None = "openmoji"   # never in training; its own test source
+    locales: list[str] = Field(EMOJI_LOCALES, min_length=1)   # names of val/test concepts
+    n_test: int = Field(300, ge=0)          # concepts held out for testing (all their styles)
+    n_val: int = Field(200, ge=0)           # concepts held out for choosing settings
+    n_train: int | None = Field(None, ge=1)  # training concepts (None: all the others)
+    image_size: int = Field(64, ge=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EmojiArtSource":
+        if "en" not in self.locales:
+            raise ValueError("locales must include 'en': training captions are English")
+        if self.held_out_designer in self.designers:
+            raise ValueError(f"held_out_designer {self.held_out_designer!r} is also in designers")
+        if len(set(self.designers)) != len(self.designers) or len(set(self.locales)) != len(self.locales):
+            raise ValueError("designers and locales must not repeat")
+        return self
+
+
 class OpenClipartSource(Section):
     kind: Literal["openclipart"] = "openclipart"
     limit: int = Field(1000, ge=0)          # PNG files, in a fixed hash order
@@ -90,7 +118,7 @@ class FolderSource(Section):
 
 
 Source = Annotated[
-    Union[ScenesSource, EmojiSource, OpenClipartSource, FashionMnistSource, UrlListSource,
+    Union[ScenesSource, EmojiSource, EmojiArtSource, OpenClipartSource, FashionMnistSource, UrlListSource,
           WebDatasetSource, FolderSource],
     Field(discriminator="kind"),
 ]

@@ -26,17 +26,19 @@ Rules, in order; a row is dropped with the first reason that applies:
    split curation chose shares a caption or an image with a training row; the stats
    (``held_out``) and the stage's metrics count such rows, apart for the rows whose source set
    the split (Fashion-MNIST's test captions are class captions that training has too, by design).
-5. ``duplicate``: same image (sha256) and same normalised caption as an earlier row of the
-   same split; the first row in manifest order is kept and named in ``detail``. The same
+5. ``duplicate``: same image (sha256), language and normalised caption as an earlier row of
+   the same split; the first row in manifest order is kept and named in ``detail``. The same
    caption on a *different* image is a different image-text pair and is not a duplicate
    (many images rightly share a caption such as "a red cube.").
-6. ``near_duplicate``: same image and split as an earlier row that survived rule 5, and a
+6. ``near_duplicate``: same image, language and split as an earlier row that survived rule 5, and a
    caption similarity >= ``near_dup_threshold``: Jaccard similarity of the character 3-gram
    sets of the canonical caption (lowercase, letters and spaces only; a canonical text
    shorter than 3 is its own single gram; a caption without letters is never a near
    duplicate). ``detail`` = the earliest such row.
 
-Deduplication happens within a split only: a test row is never dropped because of a train row.
+Deduplication happens within a split and a language only: a test row is never dropped because
+of a train row, and a name shared by two languages (Spanish and Mexican Spanish) keeps a row in
+each, so every language's benchmark sees its whole gallery.
 ``dup_group`` = key of the first kept row of the same split showing the same image, so rows
 that share an image (several captions, languages) can be told apart from distinct images.
 
@@ -179,7 +181,7 @@ def _first_reason(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
 
 def exact_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
     """``_row``, ``detail`` of each row repeating an earlier (split, image, caption) triple."""
-    first = pl.col("key").first().over(["split", "sha256", "caption"], order_by="_row")
+    first = pl.col("key").first().over(["split", "sha256", "language", "caption"], order_by="_row")
     return (frame.with_columns(detail=first)
                  .filter(pl.col("detail") != pl.col("key"))
                  .select("_row", "detail"))
@@ -187,10 +189,11 @@ def exact_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
 
 def near_duplicates(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, threshold: float) -> pl.DataFrame:
     """``_row``, ``detail`` of rows whose caption is near an earlier one's on the same image."""
-    shared = frame.filter(pl.len().over(["split", "sha256"]) > 1)
+    shared = frame.filter(pl.len().over(["split", "sha256", "language"]) > 1)
     canon = (pl.col("caption").str.to_lowercase().str.replace_all(r"[^\p{L}\s]", "")
              .str.replace_all(r"\s+", " ").str.strip_chars(" "))
-    grams = (shared.select("_row", "key", unit=pl.col("split") + ":" + pl.col("sha256"), canon=canon)
+    unit = pl.col("split") + ":" + pl.col("sha256") + ":" + pl.col("language").fill_null("")
+    grams = (shared.select("_row", "key", unit=unit, canon=canon)
                    .filter(pl.col("canon").str.len_chars() > 0)
                    .with_columns(pos=pl.int_ranges(0, pl.max_horizontal(
                        pl.col("canon").str.len_chars().cast(pl.Int64) - (TEXT_GRAM - 1), 1)))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flame_pipeline.config import Profile, Source
+from flame_pipeline.data.emoji_art import iter_emoji_art
 from flame_pipeline.data.local import iter_folder, iter_webdataset
 from flame_pipeline.data.packaged import iter_emoji, iter_fashion_mnist, iter_openclipart
 from flame_pipeline.data.sample import RawSample
@@ -67,6 +68,11 @@ SOURCES: dict[str, SourceKind] = {
     "emoji": SourceKind(
         "emoji drawn with the Noto Color Emoji font, named in several languages",
         read=lambda cfg, src, start: iter_emoji(src, start)),
+    "emoji_art": SourceKind(
+        "emoji drawn by five designers (npm packages), named by people in 27 locales (CLDR)",
+        read=lambda cfg, src, start: iter_emoji_art(src, start),
+        watch=lambda src: [Path(src.root)],
+        state=lambda src: sorted(p.name for p in Path(src.root).glob("*@*"))),   # package versions
     "openclipart": SourceKind(
         "OpenClipart's PNGs from its Debian package, captioned from their SVG metadata",
         read=lambda cfg, src, start: iter_openclipart(src, start),
