@@ -72,7 +72,8 @@ def _files(dep: str) -> set[Path]:
 def test_each_stage_mirrors_the_spec_deps_imports_and_outs():
     """data deps = what the spec reads, outs = what it writes, code deps = exactly the files
     the stage function's module imports, directly or not, function-level imports included
-    (an empty package marker changes nothing and is not needed)."""
+    (an empty package marker changes nothing and is not needed); other file deps (the pinned
+    npm data packages) must exist."""
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for name, stage in STAGES.items():
         body = doc["stages"][name]["do"]
@@ -82,7 +83,11 @@ def test_each_stage_mirrors_the_spec_deps_imports_and_outs():
         outs = body.get("outs", []) + body.get("metrics", []) + body.get("plots", [])
         assert sorted(outs) == sorted(f"data/${{item}}/{location(w).as_posix()}"
                                       for w in stage.writes), name
-        code = set().union(*(_files(d) for d in body["deps"] if not d.startswith("data/")))
+        inputs = [d for d in body["deps"] if not d.startswith("data/") and not (REPO / d).is_dir()
+                  and not d.endswith(".py")]   # pinned input lists (requirements-npm.txt)
+        assert all((REPO / d).is_file() for d in inputs), name
+        code = set().union(*(_files(d) for d in body["deps"]
+                             if not d.startswith("data/") and d not in inputs))
         imported = {modules()[m] for m in closure(stage.function.split(":")[0])}
         missing = {f for f in imported - code if f.read_text().strip()}
         assert not missing, f"{name}: dvc.yaml misses {sorted(str(f) for f in missing)}"
