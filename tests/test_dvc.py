@@ -29,7 +29,7 @@ def test_dvc_md5_equals_what_dvc_records(tmp_path):
 
 def test_project_pipeline_has_every_stage_for_each_profile():
     listed = run_dvc("stage", "list", "--name-only", cwd=REPO).stdout.split()
-    assert sorted(listed) == sorted(f"{s}@{p}" for s in STAGES for p in ("default", "tiny"))
+    assert sorted(listed) == sorted(f"{s}@{p}" for s in STAGES for p in ("default", "scenes", "tiny"))
 
 
 def test_dvc_config_analytics_off_and_local_remote():
@@ -60,7 +60,7 @@ def test_dvc_metrics_and_plots_files_are_declared():
     assert isinstance(shown, dict)  # parses even before any run (no metrics yet)
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     plots = {k for entry in doc["plots"] for k in entry}
-    assert plots == {"loss_default", "loss_tiny"}
+    assert plots == {"loss_default", "loss_scenes", "loss_tiny"}
 
 
 def _files(dep: str) -> set[Path]:
