@@ -1,6 +1,6 @@
-"""Ablations of the default profile (issue 7), tabulated from DuckDB.
+"""Ablations of the scenes profile (issue 7), tabulated from DuckDB.
 
-Each variant is the default chain with a few overrides (the ``base`` row is the default run
+Each variant is the scenes chain with a few overrides (the ``base`` row is the scenes run
 itself, read from its own data dir), run in ``<data>/ablations/<variant>/``
 beside the base data dir: the base's download/curate outputs and CLIP baseline are linked in
 (the baseline does not depend on any FLAME setting), the embedding cache is shared, and the
@@ -26,9 +26,9 @@ from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_stage
 from flame_pipeline.store import ResultsStore
 
-# variant -> (what it changes, overrides of the default profile)
+# variant -> (what it changes, overrides of the scenes profile)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("default profile (all 11 stored embeddings, whitened, layer -2, Qwen2.5-0.5B)", []),
+    "base": ("scenes profile (all 11 stored embeddings, whitened, layer -2, Qwen2.5-0.5B)", []),
     "facets-1": ("positives drawn from the single prompt only", ["train.pool=[single]"]),
     "facets-3": ("positives from the 3 short facets only", ["train.pool=[short]"]),
     "facets-7": ("positives from the 7 long facets only", ["train.pool=[long]"]),
@@ -51,13 +51,13 @@ def prepare(base: Paths, root: Path, linked: tuple[str, ...] = LINKED) -> None:
     links.append((root.parent / "cache", base.embed_cache.parent))
     for link, target in links:
         if not target.exists():
-            raise SystemExit(f"ablations: run the default chain first ({target} is missing)")
+            raise SystemExit(f"ablations: run the profile's chain first ({target} is missing)")
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
 
 
-def run_variant(name: str, params: str, profile: str = "default") -> float:
+def run_variant(name: str, params: str, profile: str = "scenes") -> float:
     base_cfg = load_profile(profile, params)
     root = Path(base_cfg.data_dir).parent / "ablations" / name
     cfg = load_profile(profile, params, [f"data_dir={root}"] + VARIANTS[name][1])
@@ -68,7 +68,7 @@ def run_variant(name: str, params: str, profile: str = "default") -> float:
     return time.monotonic() - t0
 
 
-def table(base: Path, ablations: Path, profile: str = "default") -> str:
+def table(base: Path, ablations: Path, profile: str = "scenes") -> str:
     heads = ["long I2T R@1", "long T2I R@1", "long (no hard negatives) R@1",
              "multilingual non-en R@1", "zero-shot scenes top-1", "zero-shot Fashion-MNIST top-1",
              "short retrieval R@1"]
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("variants", nargs="*", metavar="VARIANT",
                     help="some of: " + ", ".join(VARIANTS) + " (default: all)")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default="default", help="the profile whose run is the base")
+    ap.add_argument("--profile", default="scenes", help="the profile whose run is the base")
     ap.add_argument("--table", action="store_true", help="only rebuild the table")
     args = ap.parse_args()
     unknown = set(args.variants) - set(VARIANTS)

@@ -8,7 +8,7 @@ on the whole gallery, then averaged over the queries whose scene (image for I2T,
 caption describes for T2I) does or does not show a held-out pair. Scenes are rebuilt from the
 rows' ``source_ref`` in the download manifest (seed, split, index) with the generator itself.
 
-    .venv/bin/python experiments/held_out.py                               # the default run
+    .venv/bin/python experiments/held_out.py                               # the scenes run
     .venv/bin/python experiments/held_out.py --set data_dir=data/seeds/seeds-seed-1
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def table(hits: dict[str, pl.DataFrame]) -> pl.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", default="scenes")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     cfg = load_profile(args.profile, args.params, args.overrides)

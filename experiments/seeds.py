@@ -33,7 +33,7 @@ from flame_pipeline.store import ResultsStore
 
 
 def seed_metrics(params: str, seed: int, overrides: list[str], name: str,
-                 validation: int, profile: str = "default") -> pl.DataFrame:
+                 validation: int, profile: str = "scenes") -> pl.DataFrame:
     """The metric rows of the profile trained with ``train.seed=seed`` and ``overrides``
     (trained if missing): on ``validation`` validation scenes, or on the test sets when 0."""
     base = load_profile(profile, params)
@@ -55,10 +55,10 @@ def seed_metrics(params: str, seed: int, overrides: list[str], name: str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", default="scenes")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="an override of the default profile, as for `flame --set`")
+                    help="an override of the profile, as for `flame --set`")
     ap.add_argument("--name", default="seeds", help="label of the runs' data dirs")
     ap.add_argument("--validation", type=int, default=0, metavar="N",
                     help="score N validation scenes instead of the test sets")

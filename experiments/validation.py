@@ -9,7 +9,7 @@ trained models of the profile's data dir run the same benchmarks as the evaluate
 (``run_benchmarks``); the headline figures of issue 7 are printed for both, with the FLAME/CLIP
 ratio.
 
-    .venv/bin/python experiments/validation.py                      # default profile, 200 scenes
+    .venv/bin/python experiments/validation.py                      # scenes profile, 200 scenes
     .venv/bin/python experiments/validation.py --set data_dir=data/ablations/whiten --n 100
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def validation_metrics(cfg: Profile, n: int) -> pl.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", default="scenes")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--n", type=int, default=200, help="validation scenes")
