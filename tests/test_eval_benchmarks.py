@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from flame_pipeline.eval.metrics import chance_r1
 from flame_pipeline.eval.interpret import pool_grid, token_map, top_token_ids
 from flame_pipeline.eval.probe import linear_probe
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
@@ -34,7 +35,7 @@ def test_zeroshot_on_constructed_embeddings():
     np.testing.assert_allclose(np.linalg.norm(cls, axis=1), 1.0, rtol=1e-5)
     labels = rng.integers(0, 3, 30)
     images = np.stack([VOCAB[classes[y]] for y in labels])
-    assert zeroshot_accuracy(images, cls, labels) == {"top1": 100.0}   # top5 dropped: 3 classes
+    assert zeroshot_accuracy(images, cls, labels) == {"top1": 100.0, "chance_top1": 100.0 / 3}  # no top5: 3 classes
     wrong = (labels + 1) % 3
     assert zeroshot_accuracy(images, cls, wrong)["top1"] == 0.0
 
@@ -53,6 +54,14 @@ def test_retrieval_encodes_each_unique_text_once_and_is_duplicate_aware():
     assert calls == [["red.", "green.", "blue.", "cube.", "ball."]]
     assert out["i2t_R@1"] == out["t2i_R@1"] == 100.0
     assert (out["n_images"], out["n_texts"]) == (5.0, 5.0)
+    assert out["chance_R@1"] == 20.0   # one of 5 relevant
+
+
+def test_chance_counts_each_query_s_relevant_share():
+    # image 0 has captions 0 and 1, image 1 caption 2: I2T (2/3 + 1/3) / 2, T2I (1/2 x 3) / 3
+    relation = np.array([[True, True, False], [False, False, True]])
+    assert chance_r1(relation) == {"chance_R@1": 50.0}
+    assert chance_r1(np.eye(300, dtype=bool))["chance_R@1"] == pytest.approx(100 / 300)
 
 
 def test_retrieval_per_language_splits_rows():

@@ -30,7 +30,10 @@ def test_report_puts_models_side_by_side_from_duckdb(tiny_cfg):
         ("flame", "retrieval/scenes", "t2i_R@1", 40.0), ("clip", "retrieval/scenes", "t2i_R@1", 10.0),
         ("flame", "retrieval/scenes", "n_images", 16), ("clip", "retrieval/scenes", "n_images", 16),
         ("flame", "retrieval/scenes", "n_texts", 15), ("clip", "retrieval/scenes", "n_texts", 15),
-        ("flame", "multilingual/de", "i2t_R@1", 30.0), ("clip", "multilingual/de", "i2t_R@1", 5.0),
+        ("flame", "retrieval/scenes", "chance_R@1", 6.25), ("clip", "retrieval/scenes", "chance_R@1", 6.25),
+        ("flame", "multilingual/emoji/de", "i2t_R@1", 30.0), ("clip", "multilingual/emoji/de", "i2t_R@1", 5.0),
+        ("flame", "multilingual/emoji/de", "t2i_R@1", 20.0), ("clip", "multilingual/emoji/de", "t2i_R@1", 7.0),
+        ("flame", "multilingual/emoji/de", "chance_R@1", 2.0), ("clip", "multilingual/emoji/de", "chance_R@1", 2.0),
         ("flame", "zeroshot/scenes/shape", "top1", 77.0),
     ])
     fill(store, tiny_cfg, [("flame", "retrieval/scenes", "i2t_R@1", 99.0)], status_ok=False)  # failed run
@@ -38,12 +41,14 @@ def test_report_puts_models_side_by_side_from_duckdb(tiny_cfg):
     assert f"`{run_id}`" in report
     lines = report.splitlines()
     head = lines.index("## Image-text retrieval")
-    table = lines[head + 4: head + 9]
+    table = lines[head + 4: head + 10]
     assert table[0] == "| model | scenes I2T R@1 | scenes T2I R@1 |"
     assert table[2] == "| CLIP (text tower from scratch) | 12.2 | 10.0 |"
     assert table[3] == "| FLAME (frozen LLM) | 42.5 | 40.0 |"
     assert table[4] == "| *FLAME − CLIP* | +30.2 | +30.0 |"
-    assert "| FLAME (frozen LLM) | 30.0 |" in report
+    assert table[5] == "| *chance* | 6.25 | 6.25 |"
+    assert "## Per-language retrieval: emoji" in report
+    assert "| de | 30.0 | 5.0 | 20.0 | 7.0 | +19.0 | 2.00 |" in report
     assert "| CLIP (text tower from scratch) | – |" in report     # zero-shot missing for CLIP
     assert "| *FLAME − CLIP* | – |" in report
     assert "| retrieval/scenes | 16 | 15 |" in report

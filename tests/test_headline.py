@@ -39,4 +39,31 @@ def test_targets_pass_and_fail_by_the_issue_rules():
                    "zero-shot scenes top-1": False, "zero-shot Fashion-MNIST top-1": True,
                    "short retrieval R@1": False}
     text = targets_markdown(frame((19.9, 0, 20, 19.8, 40, 60, 39), (10, 0, 10, 10, 40, 59, 40)))
-    assert "| long I2T R@1 | 19.9 | 10.0 | >= 2x CLIP | **no** |" in text
+    assert "| long I2T R@1 | 19.9 | 10.0 | – | >= 2x CLIP | **no** |" in text
+
+
+def language_rows(model, source, scores, english, chance=1 / 3):
+    r = [(f"multilingual/{source}/{lang}", k, v) for lang, v in scores.items() for k in ("i2t_R@1", "t2i_R@1")]
+    r += [(f"multilingual/{source}/{lang}", "chance_R@1", chance) for lang in scores]
+    r += [(f"retrieval/{source}", "i2t_R@1", english), (f"retrieval/{source}", "t2i_R@1", english + 2),
+          (f"retrieval/{source}", "chance_R@1", chance)]
+    return [(model, b, k, v) for b, k, v in r]
+
+
+def test_each_per_language_source_gets_its_locale_and_english_targets():
+    flame = {"en": 40.0, "de": 30.0, "ja": 12.0, "th": 0.5}
+    clip = {"en": 45.0, "de": 1.0, "ja": 0.2, "th": 0.6}
+    m = pl.DataFrame(language_rows("flame", "emoji_art_openmoji", flame, 20.0)
+                     + language_rows("clip", "emoji_art_openmoji", clip, 19.0),
+                     schema=["model", "benchmark", "metric", "value"], orient="row")
+    got = {t.name: t for t in targets(m)}
+    mean = got["emoji_art_openmoji: non-English R@1, mean of 3 locales"]
+    assert (mean.flame, mean.clip) == (sum([30.0, 12.0, 0.5]) / 3, sum([1.0, 0.2, 0.6]) / 3)
+    assert mean.met and abs(mean.chance - 1 / 3) < 1e-9          # 14.17 >= 0.6 + 10
+    wins = got["emoji_art_openmoji: non-English locales where FLAME > CLIP"]
+    assert (wins.flame, wins.clip, wins.met) == (2, 3, False)     # Thai: 0.5 < 0.6
+    english = got["emoji_art_openmoji: English R@1"]
+    assert (english.flame, english.clip, english.met) == (21.0, 20.0, True)
+    text = targets_markdown(m)
+    assert "| emoji_art_openmoji: non-English locales where FLAME > CLIP | 2 of 3 | – | – | every locale | **no** |" in text
+    assert "| emoji_art_openmoji: English R@1 | 21.0 | 20.0 | 0.33 | >= CLIP | yes |" in text

@@ -117,3 +117,11 @@ def retrieval_recalls(image_emb, text_emb, relation, ks: Sequence[int]) -> dict[
     # a contiguous copy: the column-wise pass over a transposed view is slower than the copy
     out.update({f"t2i_R@{k}": v for k, v in recall_at_k(sim.T.contiguous(), rel.T, ks).items()})
     return out
+
+
+def chance_r1(relation) -> dict[str, float]:
+    """``chance_R@1``: R@1 in percent of a model that ranks the gallery at random, the mean share
+    of relevant items a query has (an image among 300 texts, one its own: 0.33). It is the same
+    both ways: the relevant pairs over images x texts."""
+    rel = np.asarray(relation, dtype=bool)
+    return {"chance_R@1": float(100.0 * rel.sum() / rel.size)}

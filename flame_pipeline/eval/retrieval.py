@@ -10,7 +10,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-from flame_pipeline.eval.metrics import pair_relation, retrieval_recalls
+from flame_pipeline.eval.metrics import chance_r1, pair_relation, retrieval_recalls
 
 EncodeTexts = Callable[[list[str]], np.ndarray]
 
@@ -28,7 +28,8 @@ def retrieval(image_emb: np.ndarray, image_ids: Sequence[Hashable], texts: Seque
     text_emb = np.asarray(encode_texts(unique_texts), dtype=np.float32)
     out = retrieval_recalls(np.asarray(image_emb, np.float32)[rel.image_rows], text_emb,
                             rel.relation, ks)
-    out.update(n_images=float(len(rel.image_rows)), n_texts=float(len(rel.text_rows)))
+    out.update(n_images=float(len(rel.image_rows)), n_texts=float(len(rel.text_rows)),
+               **chance_r1(rel.relation))
     return out
 
 

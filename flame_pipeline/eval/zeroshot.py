@@ -40,10 +40,11 @@ def class_embeddings(encode: Encode, classnames: Sequence[str],
 
 def zeroshot_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int],
                       ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Top-k accuracy (percent) of cosine similarity to the class embeddings.
+    """Top-k accuracy (percent) of cosine similarity to the class embeddings, and the top-1 of a
+    random guess (``chance_top1`` = 100 / classes).
 
     K values not below the number of classes are left out (they would be 100 by construction).
     """
     ks = [k for k in ks if k == 1 or k < class_emb.shape[0]]
     acc = topk_accuracy(np.asarray(image_emb, np.float32) @ class_emb.T, np.asarray(labels), ks)
-    return {f"top{k}": v for k, v in acc.items()}
+    return {**{f"top{k}": v for k, v in acc.items()}, "chance_top1": 100.0 / class_emb.shape[0]}
