@@ -20,7 +20,7 @@ import json
 
 import polars as pl
 
-from flame_pipeline.config import Profile, ScenesSource, load_profile
+from flame_pipeline.config import CuratedBenchmark, Profile, ScenesSource, load_profile
 from flame_pipeline.data.scenes import validation_scenes
 from flame_pipeline.eval.data import HARD_NEGATIVE
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
@@ -44,7 +44,7 @@ def validation_metrics(cfg: Profile, n: int) -> pl.DataFrame:
     """Metric rows (model, benchmark, metric, value) of both trained models of ``cfg`` on ``n``
     validation scenes."""
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": [
-        "zeroshot", "retrieval", "long_retrieval", "multilingual"]})})
+        CuratedBenchmark(kind=k) for k in ("zeroshot", "retrieval", "long_retrieval", "multilingual")]})})
     src = next(s for s in cfg.download.sources if isinstance(s, ScenesSource))
     rows, images = validation_rows(src, cfg.seed, n)
     tasks, _ = classification_tasks(rows, rows)

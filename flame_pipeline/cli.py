@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 
-from flame_pipeline.config import ConfigError, load_profile
+from flame_pipeline.config import DATA_FORMATS, ConfigError, load_profile
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import STAGES, run_chain, run_stage, stage_table
 
@@ -45,9 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start", choices=list(STAGES), help="first stage")
     run.add_argument("--to", dest="stop", choices=list(STAGES), help="last stage")
     bench = sub.add_parser("benchmark", parents=[common],
-                           help="evaluate a trained model on your own manifest (CSV/Parquet/JSONL)")
-    bench.add_argument("manifest", help="manifest with image path, text, optional language/label")
-    bench.add_argument("--model", choices=["flame", "clip"], default="flame")
+                           help="score both trained models on your own benchmark and record it")
+    bench.add_argument("manifest", metavar="PATH",
+                       help="a manifest (CSV/Parquet/JSONL), a folder of class folders, a Karpathy "
+                            "JSON, a long-caption set or XM3600 JSONL")
+    bench.add_argument("--format", dest="fmt", choices=DATA_FORMATS, help="the format (default: detected)")
+    bench.add_argument("--name", help="its name in the metrics, manifest/NAME/... (default: from PATH)")
+    bench.add_argument("--image-dir", help="the folder inside PATH's folder the image paths start "
+                                           "in (karpathy, long_captions, xm3600)")
+    bench.add_argument("--model", choices=["flame", "clip"], help="score one model (default: both)")
+    bench.add_argument("--json", action="store_true", help="print the result document as JSON")
     sub.add_parser("stages", help="print the stage graph: what each stage reads and writes",
                    parents=[common])
     return p
@@ -99,9 +106,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"  results store: {paths.results_db}\n"
                   f"  UI:            bash scripts/dagster_dev.sh   (then open http://127.0.0.1:3000)")
         elif args.command == "benchmark":
-            from flame_pipeline.eval.user_benchmark import evaluate_manifest
-            result = evaluate_manifest(cfg, args.manifest, model=args.model)
-            print(json.dumps(result, indent=2))
+            from flame_pipeline.eval.user_benchmark import comparison, evaluate_manifest
+            result = evaluate_manifest(cfg, args.manifest, model=args.model, fmt=args.fmt,
+                                       name=args.name, image_dir=args.image_dir)
+            if args.json:
+                print(json.dumps(result, indent=2))
+            else:
+                problems = ", ".join(f"{r}: {n}" for r, n in result["problems"].items())
+                print(f"{result['benchmark']} ({result['format']}): {result['used']} of "
+                      f"{result['rows']} rows scored" + (f", rejected: {problems}" if problems else "")
+                      + f"\n\n{comparison(result)}\n\nrecorded: run {result['run_id']} in "
+                      f"{Paths.of(cfg).results_db} (flame report shows it)")
             for warning in result["warnings"]:
                 print(f"flame: warning: {warning}", file=sys.stderr)
         elif args.command == "stages":

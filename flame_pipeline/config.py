@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 
 class ConfigError(ValueError):
@@ -225,9 +227,118 @@ class BaselineConfig(Section):
     context_length: int = Field(77, ge=8)
 
 
+# ---------------------------------------------------------------- evaluation benchmarks
+# the benchmarks on the pipeline's own held-out split, written in params as their bare names
+CURATED_BENCHMARKS = ("zeroshot", "retrieval", "long_retrieval", "multilingual", "linear_probe",
+                      "interpretability")
+# the prompt set a text query goes through: auto = by docs/METHOD.md#text-queries
+PromptSetChoice = Literal["auto", "single", "short", "long"]
+NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class CuratedBenchmark(Section):
+    """A benchmark of the curated held-out split; params (and dumps) name it by its kind alone."""
+    kind: Literal[CURATED_BENCHMARKS]
+
+    @model_serializer
+    def _as_name(self) -> str:
+        return self.kind
+
+
+class CompositionalBenchmark(Section):
+    """SugarCrepe's seven kinds of hard negatives on generated scenes (eval/compositional.py)."""
+    kind: Literal["compositional"] = "compositional"
+    n: int = Field(200, ge=1)            # probe scenes, each with its true caption and 7 negatives
+    seed: int | None = None              # None: the profile's seed (a stream of its own)
+    prompt_set: PromptSetChoice = "auto"
+
+
+class DataBenchmark(Section):
+    """A benchmark read from files: ``path`` inside ``eval.benchmark_dir`` (DVC's evaluate
+    stages depend on that folder), metrics under ``manifest/<name>/``."""
+    path: str
+    name: str | None = None              # None: the path's last part without its suffix
+    prompt_set: PromptSetChoice = "auto"
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        p = Path(path)
+        if not path.strip() or p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"{path!r} must be a relative path inside eval.benchmark_dir, "
+                             "without '..' (DVC tracks that folder)")
+        return path
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_CHARS.fullmatch(name):
+            raise ValueError(f"{name!r}: a benchmark name has letters, digits, '_', '.' and '-' only")
+        return name
+
+    @property
+    def title(self) -> str:
+        return self.name or Path(self.path).name.split(".")[0]
+
+
+class ClassFoldersBenchmark(DataBenchmark):
+    """ImageNet style: a folder per class (eval/class_folders.py)."""
+    kind: Literal["class_folders"] = "class_folders"
+    classnames: str | None = None   # a file in the folder; None: classnames.txt if there, else folder names
+    templates: str | None = None    # a shipped set (eval/templates/<name>.txt) or a file in the folder;
+                                    # None: templates.txt if there, else eval.zeroshot_templates
+
+
+class PairedBenchmark(DataBenchmark):
+    """Records pointing at image files, in ``image_dir`` (a folder of the benchmark's)."""
+    image_dir: str = ""
+
+    @field_validator("image_dir")
+    @classmethod
+    def _below(cls, image_dir: str) -> str:
+        if Path(image_dir).is_absolute() or ".." in Path(image_dir).parts:
+            raise ValueError(f"{image_dir!r} must be a folder inside the benchmark's, without '..'")
+        return image_dir
+
+
+class KarpathyBenchmark(PairedBenchmark):
+    """COCO / Flickr30k Karpathy JSON (eval/karpathy.py)."""
+    kind: Literal["karpathy"] = "karpathy"
+    split: str = "test"
+
+
+class LongCaptionsBenchmark(PairedBenchmark):
+    """Image + long text: Urban-1k, DCI, DOCCI, ShareGPT4V layouts (eval/long_captions.py)."""
+    kind: Literal["long_captions"] = "long_captions"
+    split: str | None = None        # keep the records of this split (DOCCI's ``split``); None: all
+
+
+class Xm3600Benchmark(PairedBenchmark):
+    """XM3600 JSONL, captions per language (eval/xm3600.py)."""
+    kind: Literal["xm3600"] = "xm3600"
+    languages: list[str] = []       # [] = every language of the file
+
+
+class ManifestBenchmark(DataBenchmark):
+    """CSV / Parquet / JSONL rows of image, text, language, label (eval/manifest.py)."""
+    kind: Literal["manifest"] = "manifest"
+
+
+# the formats a benchmark read from files can have (eval/registry.py: FORMATS)
+DATA_FORMATS = ("manifest", "class_folders", "karpathy", "long_captions", "xm3600")
+
+Benchmark = Annotated[
+    Union[CuratedBenchmark, CompositionalBenchmark, ClassFoldersBenchmark, KarpathyBenchmark,
+          LongCaptionsBenchmark, Xm3600Benchmark, ManifestBenchmark],
+    Field(discriminator="kind"),
+]
+
+
 class EvalConfig(Section):
-    benchmarks: list[str] = ["zeroshot", "retrieval", "long_retrieval", "multilingual",
-                             "linear_probe", "interpretability"]
+    # one list: the curated split's benchmarks by name, the others as {kind: ..., ...}
+    benchmarks: list[Benchmark] = Field(
+        default_factory=lambda: [CuratedBenchmark(kind=k) for k in CURATED_BENCHMARKS])
+    benchmark_dir: str = "benchmarks"   # where data benchmarks' paths start (DVC tracks it)
     batch_size: int = Field(256, ge=1)
     split: Literal["test", "val"] = "test"     # the curated split benchmarked (val: to choose settings)
     recall_ks: list[int] = [1, 5, 10]
@@ -240,6 +351,22 @@ class EvalConfig(Section):
     probe_max_iter: int = Field(1000, ge=1)
     interpret_images: int = Field(4, ge=1)
     interpret_cells: int = Field(4, ge=1)      # the patch grid is pooled to cells x cells
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _names_to_kinds(cls, value: Any) -> Any:
+        return [{"kind": b} if isinstance(b, str) else b for b in value] \
+            if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _once_each(self) -> "EvalConfig":
+        keys = [f"manifest/{b.title}" if isinstance(b, DataBenchmark) else b.kind for b in self.benchmarks]
+        if repeated := sorted({k for k in keys if keys.count(k) > 1}):
+            raise ValueError(f"benchmarks repeat {repeated} (give data benchmarks distinct names)")
+        return self
+
+    def has(self, kind: str) -> bool:
+        return any(b.kind == kind for b in self.benchmarks)
 
 
 class Profile(Section):

@@ -100,3 +100,6 @@ class Paths:
     def token_map_plot(self) -> Path: return self.plots / "interpretability.png"
     @property
     def report(self) -> Path: return self.eval / "report.md"
+    def benchmark_result(self, name: str) -> Path:
+        # `flame benchmark`'s result document of one benchmark (its run's artifact in DuckDB)
+        return self.eval / "benchmarks" / f"{name}.json"

@@ -8,7 +8,7 @@ import pytest
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_chain, run_stage
 from flame_pipeline.store import ResultsStore
-from profiles import profile_at
+from profiles import profile_at, with_eval
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_rerun_resumes_with_the_same_numbers_and_a_change_recomputes(chain):
     again = run_stage(cfg, "evaluate")
     assert again.summary["resumed"] is True and again.metrics == first.metrics
     # another setting: recomputed, and the plot it no longer makes is gone
-    other = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["retrieval"]})})
+    other = with_eval(cfg, benchmarks=["retrieval"])
     redo = run_stage(other, "evaluate")
     assert redo.summary["resumed"] is False
     assert {b.split("/")[0] for _, b, _, _ in redo.metrics} == {"retrieval"}

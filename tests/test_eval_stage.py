@@ -18,8 +18,9 @@ from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval import evaluate as evaluate_module
-from flame_pipeline.eval.evaluate import (_finished, classification_tasks, evaluate, fingerprint,
-                                          interpretability, run_benchmarks, truncate_texts)
+from flame_pipeline.eval.curated import classification_tasks
+from flame_pipeline.eval.evaluate import (_finished, evaluate, fingerprint, interpretability,
+                                          run_benchmarks, truncate_texts)
 from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
@@ -27,7 +28,7 @@ from flame_pipeline.text.llm import load_llm, output_embedding
 from flame_pipeline.vision.towers import FlameModel
 
 from eval_oracle import OracleVision, oracle_text
-from profiles import profile_at
+from profiles import profile_at, with_eval
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -79,8 +80,7 @@ def test_oracle_model_gets_known_answers(data):
                       lambda texts, s: (seen.append(s), oracle_text(texts))[1],
                       cfg.vision.image_size, batch_size=5)
     cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
-    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(
-        update={"benchmarks": ["zeroshot", "retrieval", "long_retrieval", "multilingual"]})})
+    cfg = with_eval(cfg, benchmarks=["zeroshot", "retrieval", "long_retrieval", "multilingual"])
     out = run_benchmarks(cfg, model, test, train, images, tasks, cut)
     assert sorted(out) == sorted(
         ["retrieval/scenes", "retrieval/fashion_mnist", "long_retrieval/scenes",
@@ -110,8 +110,7 @@ def test_single_prompt_mode_uses_only_the_single_set(data):
     model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
                       lambda texts, s: (seen.add(s), oracle_text(texts))[1],
                       cfg.vision.image_size, batch_size=64)
-    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
-        "prompt_mode": "single", "benchmarks": ["retrieval", "long_retrieval"]})})
+    cfg = with_eval(cfg, prompt_mode="single", benchmarks=["retrieval", "long_retrieval"])
     run_benchmarks(cfg, model, test, train, images, [], lambda t: t)
     assert seen == {"single"}
 
@@ -149,7 +148,7 @@ def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
     model = EvalModel("flame", tower.encode_image, tower.pooled_features, lambda texts, s: None,
                       cfg.vision.image_size, batch_size=16, patch_tokens=tower.projected_tokens)
     tasks, _ = classification_tasks(test, train)
-    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["linear_probe"]})})
+    cfg = with_eval(cfg, benchmarks=["linear_probe"])
     out = run_benchmarks(cfg, model, test, train, images, tasks, lambda t: t)
     assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())

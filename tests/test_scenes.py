@@ -14,6 +14,8 @@ from flame_pipeline.config import ScenesSource
 from flame_pipeline.data import scenes as sc
 from flame_pipeline.data.scene_lexicon import LANGUAGES
 
+from scene_pixels import cell_slices, nearest_palette, pixels
+
 ALL_LANGS = ["en", "de", "fr", "es", "it", "pt", "nl"]
 SRC = ScenesSource(n_train=60, n_test=24, image_size=64, languages=ALL_LANGS,
                    train_foreign_fraction=0.3, hard_negatives=True)
@@ -67,27 +69,6 @@ def parse_long(text: str) -> dict:
             assert len(kinds) == 1, sent
             facts["relations"].append(((ms[0][1], ms[0][2]), kinds[0], (ms[1][1], ms[1][2])))
     return facts
-
-
-def pixels(png: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(png))
-    assert img.mode == "RGB"
-    return np.asarray(img).astype(np.int32)
-
-
-def nearest_palette(arr: np.ndarray, background: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each pixel's nearest palette name, and whether it is that colour up to the jitter
-    (anti-aliased edges, e.g. yellow over black, can be nearest to another colour)."""
-    names = [background, *COLOURS]
-    pal = np.array([sc.BACKGROUND_RGB[background], *(sc.RGB[c] for c in COLOURS)])
-    d = ((arr[:, :, None, :] - pal[None, None]) ** 2).sum(-1)
-    return np.array(names, dtype=object)[d.argmin(-1)], d.min(-1) <= 3 * sc.COLOUR_JITTER ** 2
-
-
-def cell_slices(size, row, col):
-    centres = (np.arange(size) + 0.5) * 3 / size
-    rows, cols = np.nonzero(np.floor(centres)[:, None] == row)[0], np.nonzero(np.floor(centres) == col)[0]
-    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
 
 
 def check_pixels(row) -> dict:

@@ -25,7 +25,11 @@ SHORT = {"i2t_R@1": "I2T R@1", "i2t_R@5": "I2T R@5", "i2t_R@10": "I2T R@10",
          "top1": "top-1", "top5": "top-5"}
 
 # the chance level of a metric: the benchmark's metric a random ranking scores
-CHANCE = {"i2t_R@1": "chance_R@1", "t2i_R@1": "chance_R@1", "top1": "chance_top1"}
+CHANCE = {"i2t_R@1": "chance_R@1", "t2i_R@1": "chance_R@1", "top1": "chance_top1",
+          "accuracy": "chance_accuracy"}
+# the metrics a comparison table shows, in this order, where a benchmark has them
+COMPARED = ["top1", "top5", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
+            "accuracy"]
 
 # (title, benchmark family, metrics shown per benchmark, note)
 SECTIONS = [
@@ -42,6 +46,9 @@ SECTIONS = [
      ["i2t_R@1", "t2i_R@1"], "The same rows with every caption cut to its first 77 tokens."),
     ("Linear probe", "linear_probe", ["top1"],
      "Logistic regression on average-pooled vision features without the projector."),
+    ("Compositional probe (SugarCrepe's seven kinds)", "compositional", ["accuracy"],
+     "Generated scenes never trained on; % of images closer to their true caption than to the "
+     "kind's hard negative (replace / swap / add an object, an attribute or the relation)."),
 ]
 
 
@@ -61,10 +68,22 @@ def upstream_artifacts(store: ResultsStore, profile: str, before) -> pl.DataFram
     return store.query(
         "SELECT r.stage, a.name, a.content_hash, a.run_id FROM artifacts a "
         "JOIN runs r ON r.run_id = a.run_id "
-        "WHERE r.profile = ? AND r.status = 'succeeded' AND r.stage NOT IN ('evaluate', 'report') "
+        "WHERE r.profile = ? AND r.status = 'succeeded' "
+        "AND r.stage NOT IN ('evaluate', 'report', 'benchmark') "
         "AND r.ended_at <= ? "
         "QUALIFY row_number() OVER (PARTITION BY r.stage, a.name ORDER BY r.ended_at DESC) = 1 "
         "ORDER BY r.stage, a.name", [profile, before])
+
+
+def benchmark_runs(store: ResultsStore, profile: str) -> pl.DataFrame:
+    """The metric rows of each benchmark's latest successful ``flame benchmark`` run, with the
+    run's id and end (a benchmark is ``manifest/<name>``)."""
+    return store.query(
+        "SELECT m.model, m.benchmark, m.metric, m.value, r.run_id, r.ended_at FROM metrics m "
+        "JOIN runs r ON r.run_id = m.run_id "
+        "WHERE r.profile = ? AND r.stage = 'benchmark' AND r.status = 'succeeded' "
+        "QUALIFY r.ended_at = max(r.ended_at) OVER (PARTITION BY split_part(m.benchmark, '/', 2)) "
+        "ORDER BY m.benchmark, m.metric, m.model", [profile])
 
 
 def run_metrics(store: ResultsStore, run_id: str) -> pl.DataFrame:
@@ -105,6 +124,33 @@ def family_table(metrics: pl.DataFrame, family: str, shown: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+def comparison_table(metrics: pl.DataFrame, prefix: str = "") -> str | None:
+    """A Markdown table of the benchmarks under ``prefix``: a row per benchmark and metric of
+    ``COMPARED`` it has, a column per model (FLAME, then CLIP), their difference when both
+    are there, and chance; cells padded so that it reads as plain text too."""
+    rows = metrics.filter(pl.col("benchmark").str.starts_with(prefix) & pl.col("metric").is_in(COMPARED))
+    if rows.is_empty():
+        return None
+    models = [m for m in ("flame", "clip") if m in set(rows["model"])]
+    lookup = {(r["model"], r["benchmark"], r["metric"]): r["value"] for r in rows.iter_rows(named=True)}
+    head = ["benchmark", "metric", *(MODEL_NAMES[m].split(" ")[0] for m in models)]
+    head += ["FLAME − CLIP"] * (len(models) == 2) + ["chance"]
+    body = []
+    for b in sorted(set(rows["benchmark"])):
+        for k in (k for k in COMPARED if any((m, b, k) in lookup for m in models)):
+            vals = [lookup.get((m, b, k)) for m in models]
+            cells = [b.removeprefix(prefix) or b, SHORT.get(k, k), *map(_cell, vals)]
+            if len(models) == 2:
+                cells.append("–" if None in vals else f"{vals[0] - vals[1]:+.1f}")
+            chance = _chance(metrics, b, k)
+            body.append(cells + ["–" if chance is None else f"{chance:.2f}"])
+    width = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(  # noqa: E731
+        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, width))) + " |"
+    rule = "|" + "|".join("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(width)) + "|"
+    return "\n".join([line(head), rule, *map(line, body)])
+
+
 def _chance(metrics: pl.DataFrame, benchmark: str, metric: str) -> float | None:
     hit = metrics.filter((pl.col("benchmark") == benchmark) & (pl.col("metric") == CHANCE.get(metric, "")))
     return float(hit["value"][0]) if hit.height else None
@@ -134,10 +180,32 @@ def language_tables(metrics: pl.DataFrame) -> list[str]:
 
 
 
+def benchmark_sections(metrics: pl.DataFrame, runs: pl.DataFrame | None) -> list[str]:
+    """The file benchmarks: those of ``eval.benchmarks`` (in the evaluation's metrics) and the
+    latest ``flame benchmark`` run of each other one (``runs``, from ``benchmark_runs``)."""
+    out = []
+    if table := comparison_table(metrics, "manifest/"):
+        out += ["## Your benchmarks (`eval.benchmarks`)", "",
+                "Benchmarks read from files, scored by the evaluation above; rows read, used and "
+                "rejected (with the reasons) are in `eval/metrics.json`.", "", table, ""]
+    if runs is None or runs.is_empty():
+        return out
+    listed = {b.split("/")[1] for b in metrics["benchmark"] if b.startswith("manifest/")}
+    runs = runs.filter(~pl.col("benchmark").str.split("/").list.get(1).is_in(list(listed)))
+    for name in sorted({b.split("/")[1] for b in runs["benchmark"]}):
+        rows = runs.filter(pl.col("benchmark").str.split("/").list.get(1) == name)
+        out += [f"## `flame benchmark`: {name}", "",
+                f"Run `{rows['run_id'][0]}`, finished {rows['ended_at'][0]}.", "",
+                comparison_table(rows, f"manifest/{name}/"), ""]
+    return out
+
+
 def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
-                  upstream: pl.DataFrame | None = None, split: str = "test") -> str:
-    """The report text: provenance, one table per benchmark family, then the plots; ``split``
-    names the curated split the benchmarks ran on."""
+                  upstream: pl.DataFrame | None = None, split: str = "test",
+                  benchmarks: pl.DataFrame | None = None) -> str:
+    """The report text: provenance, one table per benchmark family, the file benchmarks (with
+    ``benchmarks``, the latest ``flame benchmark`` runs), then the plots; ``split`` names the
+    curated split the benchmarks ran on."""
     inputs = sorted(set(metrics["inputs"].drop_nulls())) if not metrics.is_empty() else []
     out = ["# Evaluation report", "",
            "Generated from the results store (DuckDB `metrics` table); every number below is a "
@@ -162,6 +230,7 @@ def render_report(run: dict, metrics: pl.DataFrame, plots: Sequence[str],
             continue
         out += [f"## {title}", ""] + ([note, ""] if note else []) + [table, ""]
     out += language_tables(metrics)
+    out += benchmark_sections(metrics, benchmarks)
     sizes = metrics.filter(pl.col("metric").is_in(["n_images", "n_texts"])
                            & (pl.col("model") == metrics["model"].min()))
     if not sizes.is_empty():
@@ -184,7 +253,8 @@ def write_report(cfg: Profile) -> Path:
     plots = sorted(p.relative_to(paths.eval).as_posix() for p in paths.plots.glob("*.png")) \
         if paths.plots.exists() else []
     text = render_report(run, run_metrics(store, run["run_id"]), plots,
-                         upstream_artifacts(store, cfg.name, run["started_at"]), cfg.eval.split)
+                         upstream_artifacts(store, cfg.name, run["started_at"]), cfg.eval.split,
+                         benchmark_runs(store, cfg.name))
     with atomic_path(paths.report) as tmp:
         tmp.write_text(text)
     return paths.report

@@ -16,14 +16,18 @@ EncodeTexts = Callable[[list[str]], np.ndarray]
 
 
 def retrieval(image_emb: np.ndarray, image_ids: Sequence[Hashable], texts: Sequence[str],
-              encode_texts: EncodeTexts, ks: Sequence[int]) -> dict[str, float]:
-    """R@K both ways. ``image_emb`` has one row per (image, text) row, like ``image_ids``."""
-    if not (len(image_emb) == len(image_ids) == len(texts)):
+              encode_texts: EncodeTexts, ks: Sequence[int],
+              text_ids: Sequence[Hashable] | None = None) -> dict[str, float]:
+    """R@K both ways. ``image_emb`` has one row per (image, text) row, like ``image_ids``.
+    Texts are grouped by ``text_ids`` (default: the texts themselves, so a repeated caption is
+    one gallery item); distinct ids keep every row's text a query of its own."""
+    text_ids = texts if text_ids is None else text_ids
+    if not (len(image_emb) == len(image_ids) == len(texts) == len(text_ids)):
         raise ValueError(f"{len(image_emb)} image embeddings, {len(image_ids)} image ids and "
                          f"{len(texts)} texts: one of each per row is required")
     if not len(texts):
         raise ValueError("retrieval needs at least one row")
-    rel = pair_relation(list(image_ids), list(texts))
+    rel = pair_relation(list(image_ids), list(text_ids))
     unique_texts = [texts[i] for i in rel.text_rows]
     text_emb = np.asarray(encode_texts(unique_texts), dtype=np.float32)
     out = retrieval_recalls(np.asarray(image_emb, np.float32)[rel.image_rows], text_emb,

@@ -1,168 +1,78 @@
-"""A user's own benchmark: a manifest of (image path, text, language?, label?) rows.
+"""``flame benchmark PATH``: a user's benchmark in a format they already have, scored on both
+trained models side by side (or one), and recorded.
 
-Formats: ``.csv`` (header row), ``.parquet``, ``.jsonl`` / ``.ndjson`` (one JSON object a
-line). Columns: ``image`` (a path relative to the manifest's folder), ``text``, optional
-``language`` (default ``en``) and ``label``; any other column is an error naming it. Row
-problems are counted and reported with their row numbers, never fatal: a path outside the
-manifest's folder (``..``, absolute, or a symlink leading out), a missing file, an image that
-does not decode, an empty text, a language that is not a string, a line that does not parse.
-A manifest without a usable row is an error. The remaining rows get retrieval per language
-(duplicate-aware: images grouped by sha256, texts by content) and, where labels exist,
-zero-shot classification with the labels as class names, through the same code as the
-evaluate stage; a language whose gallery holds fewer than ``MIN_GALLERY`` images gets a
-warning (one image scores R@1 = 100 by chance).
+The format is detected (``registry.detect_format``) or given: ``manifest`` (CSV / Parquet /
+JSONL rows), ``class_folders``, ``karpathy``, ``long_captions``, ``xm3600``; each loader
+keeps every file inside the benchmark's folder and rejects bad rows with a reason
+(``benchmark_files``). The scores come from the same code as the evaluate stage's
+(``registry.run_suite``), under the same names, ``manifest/<name>/...``. The run is recorded in
+the results store as a run of ``benchmark`` with its metric rows, its artifact being the result
+document ``eval/benchmarks/<name>.json`` (``Paths.benchmark_result``), so ``flame report``
+shows it. ``comparison`` gives the FLAME | CLIP | difference | chance table.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+from pydantic import TypeAdapter, ValidationError
 
-from flame_pipeline.config import Profile
-from flame_pipeline.eval.encoders import EvalModel, load_eval_model
-from flame_pipeline.eval.evaluate import caption_set
-from flame_pipeline.eval.retrieval import retrieval
-from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
-from flame_pipeline.vision.preprocess import decode
-
-COLUMNS = ("image", "text", "language", "label")
-MAX_LISTED = 50   # problem rows listed by number in the result (all are counted)
-MIN_GALLERY = 10  # fewer images in a language's gallery: its recall gets a warning
+from flame_pipeline.config import Benchmark, DataBenchmark, Profile
+from flame_pipeline.eval.encoders import MODELS, load_eval_model
+from flame_pipeline.eval.registry import FORMATS, Suite, detect_format, run_suite, warnings
+from flame_pipeline.eval.report import comparison_table
+from flame_pipeline.files import sha256_tree, write_json
+from flame_pipeline.paths import Paths
+from flame_pipeline.stage import StageOutput, record
 
 
-@dataclass
-class Manifest:
-    path: Path
-    rows: list[dict] = field(default_factory=list)          # usable rows, with image bytes and sha256
-    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, reason, detail)
-    n_rows: int = 0
-
-
-def _raw_rows(path: Path) -> list[dict | None]:
-    """The manifest's rows as dicts (None for a row that does not parse)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pl.read_parquet(path).to_dicts()
-    if suffix in (".jsonl", ".ndjson"):
-        out = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                obj = None
-            out.append(obj if isinstance(obj, dict) else None)
-        return out
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # BOM or not
-            reader = csv.DictReader(f)
-            # a row with more fields than the header (key None) or fewer (value None) is unreadable
-            return [None if None in r or None in r.values() else r for r in reader]
-    raise ValueError(f"{path}: unknown manifest format {suffix!r}; use .csv, .parquet or .jsonl")
-
-
-def read_manifest(path: str | Path) -> Manifest:
-    """Parse and validate a manifest; every row is either usable or a counted problem."""
+def spec_for(path: str | Path, fmt: str | None = None, name: str | None = None,
+             **settings) -> DataBenchmark:
+    """The benchmark entry for the file or folder at ``path`` (format detected when not given),
+    validated as an ``eval.benchmarks`` entry would be; ``settings`` are the format's."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    folder = path.parent.resolve()
-    raw = _raw_rows(path)
-    present = set().union(*(r.keys() for r in raw if r)) if any(raw) else set()
-    missing = {"image", "text"} - present
-    if raw and missing:
-        raise ValueError(f"{path}: required column(s) {sorted(missing)} missing; "
-                         f"found {sorted(present)} (columns: {', '.join(COLUMNS)})")
-    if unknown := present - set(COLUMNS):
-        raise ValueError(f"{path}: unknown column(s) {sorted(unknown)}; expected {', '.join(COLUMNS)}")
-    out = Manifest(path, n_rows=len(raw))
-    for number, row in enumerate(raw, start=1):
-        if row is None:
-            out.problems.append((number, "unreadable_row", "the row does not parse"))
-            continue
-        text, image = row.get("text"), row.get("image")
-        if not isinstance(text, str) or not text.strip():
-            out.problems.append((number, "missing_text", repr(text)))
-            continue
-        if not isinstance(image, str) or not image.strip():
-            out.problems.append((number, "missing_image", repr(image)))
-            continue
-        language = row.get("language")
-        if language is not None and not isinstance(language, str):
-            out.problems.append((number, "bad_language", repr(language)))
-            continue
-        target = (folder / image).resolve()
-        if not target.is_relative_to(folder):
-            out.problems.append((number, "outside_folder", image))
-            continue
-        if not target.is_file():
-            out.problems.append((number, "missing_image", image))
-            continue
-        data = target.read_bytes()
-        try:
-            decode(data)
-        except ValueError as err:
-            out.problems.append((number, "unreadable_image", f"{image}: {err}"))
-            continue
-        label = row.get("label")
-        out.rows.append({"row": number, "image": data, "sha256": hashlib.sha256(data).hexdigest(),
-                         "text": text.strip(), "language": (language or "").strip() or "en",
-                         "label": None if label is None or str(label).strip() == "" else str(label).strip()})
-    if not out.rows:
-        counts = Counter(r for _, r, _ in out.problems)
-        raise ValueError(f"{path}: no usable rows ({out.n_rows} read"
-                         + "".join(f", {r}: {n}" for r, n in sorted(counts.items())) + ")")
-    return out
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown benchmark format {fmt!r}; formats: {sorted(FORMATS)}")
+    entry = {"kind": fmt, "path": path.resolve().name, "name": name,
+             **{k: v for k, v in settings.items() if v is not None}}
+    try:
+        return TypeAdapter(Benchmark).validate_python(entry)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{fmt} benchmark {path}: {first['loc'][-1]}: {first['msg']}") from None
 
 
-def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
-    """Retrieval per language and, with labels, zero-shot classification on the usable rows."""
-    result = {"manifest": str(manifest.path), "model": model.name, "rows": manifest.n_rows,
-              "used": len(manifest.rows), "problems": dict(Counter(r for _, r, _ in manifest.problems)),
-              "problem_rows": [{"row": n, "reason": r, "detail": d}
-                               for n, r, d in manifest.problems[:MAX_LISTED]], "warnings": []}
-    rows = manifest.rows
-    firsts: dict[str, bytes] = {}
-    for r in rows:
-        firsts.setdefault(r["sha256"], r["image"])
-    unique = {sha: i for i, sha in enumerate(firsts)}
-    emb = model.image_embeddings(list(firsts.values()))
-    result["retrieval"] = {}
-    for lang in sorted({r["language"] for r in rows}):
-        part = [r for r in rows if r["language"] == lang]
-        prompt_set = caption_set(cfg.eval.prompt_mode, lang)
-        result["retrieval"][lang] = retrieval(
-            emb[[unique[r["sha256"]] for r in part]], [r["sha256"] for r in part],
-            [r["text"] for r in part], lambda t: model.text_embeddings(t, prompt_set),
-            cfg.eval.recall_ks)
-        n = int(result["retrieval"][lang]["n_images"])
-        if n < MIN_GALLERY:
-            result["warnings"].append(f"{lang}: a gallery of {n} image{'s' * (n > 1)} (under "
-                                      f"{MIN_GALLERY}): recall is not meaningful (R@1 by chance: "
-                                      f"{100 / n:.0f}%)")
-    labelled = {}
-    for r in rows:
-        if r["label"] is not None:
-            labelled.setdefault(r["sha256"], r["label"])
-    classes = sorted(set(labelled.values()))
-    if len(classes) >= 2:
-        cls = class_embeddings(lambda t: model.text_embeddings(t, "single"), classes,
-                               cfg.eval.zeroshot_templates)
-        shas = list(labelled)
-        result["zeroshot"] = dict(zeroshot_accuracy(
-            emb[[unique[s] for s in shas]], cls, [classes.index(labelled[s]) for s in shas]),
-            n_images=len(shas), n_classes=len(classes))
-    return result
+def evaluate_manifest(cfg: Profile, manifest_path: str | Path, model: str | None = None,
+                      fmt: str | None = None, name: str | None = None, **settings) -> dict:
+    """Score the benchmark at ``manifest_path`` on the trained models (``model``: one of
+    them; default both) and record the run; returns the result document with its ``run_id``."""
+    path = Path(manifest_path)
+    spec = spec_for(path, fmt, name, **settings)
+    models = MODELS if model is None else (model,)
+    out_path = Paths.of(cfg).benchmark_result(spec.title)
+
+    def run(cfg: Profile) -> StageOutput:
+        suite = Suite(cfg)
+        loaded = suite.load(spec, path)        # bad data fails before any model loads
+        results = {m: run_suite(suite, load_eval_model(cfg, m), [spec]) for m in models}
+        doc = {"benchmark": spec.title, **loaded.accounting(), "data_sha256": sha256_tree(path),
+               "spec": spec.model_dump(mode="json"), "models": results,
+               "warnings": warnings(results[models[0]])}
+        write_json(out_path, doc)
+        rows = [(m, b, k, float(v)) for m, r in results.items() for b, ms in sorted(r.items())
+                for k, v in sorted(ms.items())]
+        return StageOutput(artifacts={"result": out_path}, rows={"result": len(rows)},
+                           summary={"benchmark": spec.title, "used": loaded.accounting()["used"]},
+                           metrics=rows)
+
+    out = record(cfg, "benchmark", run)
+    return dict(json.loads(out_path.read_text()), run_id=out.run_id)
 
 
-def evaluate_manifest(cfg: Profile, manifest_path: str | Path, model: str = "flame") -> dict:
-    """``flame benchmark PATH``: evaluate a trained model (``flame`` or ``clip``) on a manifest."""
-    manifest = read_manifest(manifest_path)
-    return benchmark(cfg, load_eval_model(cfg, model), manifest)
-
+def comparison(doc: dict) -> str:
+    """The result document's scores as a FLAME | CLIP | FLAME − CLIP | chance table."""
+    rows = [(m, b, k, v) for m, r in doc["models"].items() for b, ms in r.items() for k, v in ms.items()]
+    frame = pl.DataFrame(rows, schema=["model", "benchmark", "metric", "value"], orient="row")
+    return comparison_table(frame, prefix=f"manifest/{doc['benchmark']}/") or "(no scores)"
