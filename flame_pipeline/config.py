@@ -218,6 +218,10 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(1, ge=1)    # the latest checkpoint and the N - 1 before it
     log_every: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
+    # every N steps R@1 both ways on eval_rows held-out rows (train/check.py), logged beside the
+    # loss; 0 = off. It reads the val split when the embed stage stored it, else training rows
+    eval_every: int = Field(0, ge=0)
+    eval_rows: int = Field(64, ge=2)
 
 
 class BaselineConfig(Section):

@@ -30,6 +30,7 @@ from flame_pipeline.files import atomic_path
 from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
+from flame_pipeline.train.check import check_rows, run_check
 from flame_pipeline.train.checkpoint import CheckpointError
 from flame_pipeline.train.data import TrainSamples, train_keys
 from flame_pipeline.train.loop import Recipe, identity_of, run
@@ -178,7 +179,22 @@ def clip_recipe(cfg: Profile) -> Recipe:
                            tokenizer={"llm": cfg.embed.llm, "vocab": len(tokenizer)})
     return Recipe(kind="clip", paths=Paths.of(cfg), model=model, data=data, features=features,
                   head=lambda bare: {"logit_scale": bare.logit_scale}, loss=loss, identity=identity,
-                  export=lambda m, out: save_clip(out, m, tokenizer))
+                  export=lambda m, out: save_clip(out, m, tokenizer),
+                  check=clip_check(cfg, texts) if cfg.train.eval_every else None)
+
+
+def clip_check(cfg: Profile, texts: CaptionTexts):
+    """The retrieval check (check.py): CLIP's own towers on the rows' images and captions."""
+    rows = check_rows(cfg, lambda key: True)
+    tokens = trim(tokenize(texts.tokenizer, rows.captions, texts.context, texts.eot))
+
+    def encode_texts(model: CLIPModel) -> torch.Tensor:
+        device = model.logit_scale.device
+        return F.normalize(model.get_text_features(**{k: v.to(device) for k, v in tokens.items()}).float(), dim=-1)
+
+    return lambda model: run_check(
+        model, rows, lambda m, pixels: F.normalize(m.get_image_features(pixel_values=pixels).float(), dim=-1),
+        encode_texts)
 
 
 def train_baseline(cfg: Profile) -> StageOutput:

@@ -153,6 +153,22 @@ class StoredEmbeddings:
             return missing_reason("embeddings in the embed shards", self.errors)
         return self.problems.get(key)
 
+    def queries(self, keys: list[str]) -> np.ndarray:
+        """[n, d]: each key's stored ``short`` facets (else its ``single`` one) averaged and
+        normalised, as a short English caption's query at evaluation (train/check.py)."""
+        names = self.meta["names"]
+        chosen = np.array([n.split("/")[0] == ("short" if any(n.startswith("short/") for n in names)
+                                               else "single") for n in names])
+        out = []
+        for key in keys:
+            row = self.shards.get_item(self.index[key])
+            mask = chosen & row["valid"].astype(bool)
+            if not mask.any():
+                raise DataError(f"{key}: no stored {'/'.join(sorted(set(np.array(names)[chosen])))} embedding to check with")
+            v = row["emb"][mask].astype(np.float32).mean(axis=0)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
     def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         row = self.shards.get_item(self.index[key])
         pool = torch.from_numpy(np.flatnonzero(row["valid"].astype(bool) & self.pool))

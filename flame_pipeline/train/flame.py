@@ -19,6 +19,7 @@ from flame_pipeline.config import Profile, VisionConfig
 from flame_pipeline.files import atomic_path, write_json
 from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
+from flame_pipeline.train.check import check_rows, run_check
 from flame_pipeline.train.checkpoint import CheckpointError
 from flame_pipeline.train.data import StoredEmbeddings, TrainSamples
 from flame_pipeline.train.loop import Recipe, identity_of, run
@@ -50,7 +51,16 @@ def flame_recipe(cfg: Profile) -> Recipe:
     return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, features=features,
                   head=head, loss=loss,
                   identity=identity_of(cfg, kind="flame", embed=embed),
-                  export=lambda m, out: save_flame(out, m, {"embed": embed}))
+                  export=lambda m, out: save_flame(out, m, {"embed": embed}),
+                  check=flame_check(cfg, texts) if cfg.train.eval_every else None)
+
+
+def flame_check(cfg: Profile, texts: StoredEmbeddings):
+    """The retrieval check (check.py): images through the tower, the rows' stored queries."""
+    rows = check_rows(cfg, lambda key: texts.problem(key) is None)
+    queries = torch.from_numpy(texts.queries(rows.keys))
+    return lambda model: run_check(model, rows, lambda m, pixels: m.encode_image(pixels),
+                                   lambda m: queries)
 
 
 def train(cfg: Profile) -> StageOutput:

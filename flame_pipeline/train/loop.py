@@ -58,7 +58,7 @@ Tensors = dict[str, torch.Tensor]
 # train fields that do not change the computation (beyond the order of float sums), so a
 # checkpoint may differ in them
 NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed",
-                          "grad_accum_steps", "keep_checkpoints"},
+                          "grad_accum_steps", "keep_checkpoints", "eval_every", "eval_rows"},
                 "vision": {"gradient_checkpointing"}}
 
 
@@ -78,6 +78,8 @@ class Recipe:
     loss: Callable[[Tensors, Tensors], torch.Tensor]      # (features of the batch, head) -> loss
     identity: dict                                        # config a checkpoint must match (+ data)
     export: Callable[[nn.Module, Path], None]             # writes the finished model files
+    # bare model -> the retrieval check's figures (check.py), with train.eval_every > 0
+    check: Callable[[nn.Module], dict[str, float]] | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -246,15 +248,16 @@ def _events(recipe: Recipe, start: int, rank: int) -> Iterator[SummaryWriter | N
 
 def _log(writer: SummaryWriter | None, step: int, point: dict, head: Tensors,
          extra: dict[str, float]) -> None:
-    """One curve point and the loss's parameters as TensorBoard scalars ``train/*``; the logit
-    scale as the factor it multiplies the cosines by (exp of the stored log)."""
+    """One curve point and the loss's parameters as TensorBoard scalars ``train/*`` (the
+    retrieval check's under their own ``eval_<split>/*``); the logit scale as the factor it
+    multiplies the cosines by (exp of the stored log)."""
     if writer is None:
         return
     scalars = {k: v for k, v in point.items() if k != "step"}
     scalars.update({k: float(v.detach().exp() if k == "logit_scale" else v.detach())
                     for k, v in head.items()})
     for name, value in {**scalars, **extra}.items():
-        writer.add_scalar(f"train/{name}", value, step)
+        writer.add_scalar(name if "/" in name else f"train/{name}", value, step)
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -319,8 +322,10 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
             lr = scheduler.get_last_lr()[0]
             extra = _step(model, optimizer, scheduler, scaler, t.grad_clip_norm)
             speed = t.batch_size / max(time.perf_counter() - clock, 1e-9)
-            if done % t.log_every == 0 or done == t.steps:
-                curve.append({"step": done, "loss": value, "lr": lr, "images_per_s": speed})
+            checked = recipe.check(model) if recipe.check and rank == 0 and t.eval_every \
+                and done % t.eval_every == 0 else {}
+            if done % t.log_every == 0 or done == t.steps or checked:
+                curve.append({"step": done, "loss": value, "lr": lr, "images_per_s": speed, **checked})
                 _log(writer, done, curve[-1], recipe.head(model), extra)
             bar.set_postfix_str(f"loss {value:.4f}, {speed:.1f} images/s", refresh=False)
             bar.update(1)
