@@ -56,6 +56,10 @@ def _summary_line(name: str, out) -> str:
     if "rejected" in out.summary:   # download: the rejected rows, counted by reason
         reasons = ", ".join(f"{r}: {n}" for r, n in out.summary["reasons"].items())
         parts.append(f"rejected={out.summary['rejected']}" + (f" ({reasons})" if reasons else ""))
+        missing = [f"{source} {c['no_short_caption']}/{c['no_long_caption']}"
+                   for source, c in out.summary["per_source"].items() if "no_short_caption" in c]
+        if missing:   # kept rows without recaptions, per source: never silent
+            parts.append(f"no short/long caption: {', '.join(missing)}")
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 
