@@ -74,7 +74,8 @@ def vision_step(cfg, data: TrainSamples, rounds: int) -> tuple[float, float, flo
                                                                     0, 0, 1)))])
 
     def step():
-        loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias)
+        loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias,
+                            batch["text_mask"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

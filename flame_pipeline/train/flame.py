@@ -39,7 +39,8 @@ def flame_recipe(cfg: Profile) -> Recipe:
              "names": list(texts.meta["names"])}
 
     def loss(wrapped: nn.Module, bare: FlameModel, batch: dict) -> torch.Tensor:
-        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias)
+        return sigmoid_loss(wrapped(batch["pixels"]), batch["texts"], bare.logit_scale, bare.logit_bias,
+                            batch["text_mask"])
 
     return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, loss=loss,
                   identity=identity_of(cfg, kind="flame", embed=embed),
