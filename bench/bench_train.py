@@ -129,7 +129,7 @@ def llm_texts(cfg):
         for entry in cfg.embed.plan:
             idx = [i for i, k in enumerate(keys) if text(k, entry) is not None]
             rows = [builder.build(prepare_caption(text(keys[i], entry)), entry[1]) for i in idx]
-            for i, emb in zip(idx, facet_embeddings(llm, rows, cfg.embed.layer)):
+            for i, emb in zip(idx, facet_embeddings(llm, rows, cfg.embed.layer, cfg.embed.positions)):
                 per_key[i].extend(emb)
         return torch.stack([torch.stack(v)[torch.randperm(len(v))[:m]] if len(v) >= m
                             else torch.stack(v)[torch.randint(len(v), (m,))] for v in per_key])

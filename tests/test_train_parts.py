@@ -222,6 +222,16 @@ def test_paper_profile_builds_vit_b16_towers():
     assert clip.config.text_config.max_position_embeddings == 77
 
 
+def test_projector_hidden_width_is_at_least_projector_min_width():
+    """d_llm by default; max(d_llm, 4096) under reference_compat, as the reference code builds it."""
+    def widths(overrides: dict) -> list[tuple[int, int]]:
+        model = FlameModel(profile_at("data/tiny", overrides).vision, 64)
+        return [tuple(m.weight.shape) for m in model.projector if isinstance(m, torch.nn.Linear)]
+    assert widths({}) == [(64, 32), (64, 64)]
+    assert widths({"reference_compat": True}) == [(4096, 32), (64, 4096)]
+    assert widths({"vision.projector_min_width": 16}) == [(64, 32), (64, 64)]
+
+
 def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
     texts = StoredEmbeddings(cfg)

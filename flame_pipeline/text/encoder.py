@@ -83,7 +83,8 @@ class TextEncoder:
             items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
             start_time, tokens, done = time.perf_counter(), 0, 0
             for n, chunk in enumerate(self._batches(items), 1):
-                emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
+                emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer,
+                                       self.cfg.positions)
                 self.forward_passes += 1
                 self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
                                [tok.truncated for _, tok in chunk])
