@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flame_pipeline.config import ConfigError, load_profile
+from flame_pipeline.config import ConfigError
 from flame_pipeline.data.curate import ManifestError, curate
 from flame_pipeline.data.splits import hash_split
 from flame_pipeline.llm_files import load_tokenizer

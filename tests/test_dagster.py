@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from assets.automation import flame_chain, new_raw_data, weekly_retrain
+from assets.automation import new_raw_data, weekly_retrain
 from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
                            every_row_accounted_for, flame_vs_clip_recorded,
                            held_out_disjoint_from_train, kept_rows_curated_or_dropped,

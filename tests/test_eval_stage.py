@@ -131,8 +131,7 @@ def test_validation_rows_are_benchmarked_only_when_asked(data, tmp_path, monkeyp
                       lambda texts, s: oracle_text(texts), cfg.vision.image_size, batch_size=64)
     monkeypatch.setattr(evaluate_module, "load_eval_model", lambda cfg, name: model)
     for split, source in (("test", "fashion_mnist"), ("val", "scenes")):
-        run = load_profile("tiny", "params.yaml", {"data_dir": str(root), "eval.split": split,
-                                                   "eval.benchmarks": ["retrieval"]})
+        run = profile_at(root, {"eval.split": split, "eval.benchmarks": ["retrieval"]})
         evaluate(run)
         doc = json.loads(paths.metrics.read_text())
         want = captions.filter(pl.col("split") == "test").filter(

@@ -20,7 +20,6 @@ from flame_pipeline.data.download import download
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval.user_benchmark import MIN_GALLERY, benchmark, read_manifest
-from flame_pipeline.files import sha256_tree
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_stage
 from flame_pipeline.shards import iter_shards
