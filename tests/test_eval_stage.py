@@ -103,6 +103,28 @@ def test_oracle_model_gets_known_answers(data):
     assert set(seen) == {"short", "long", "single"}
 
 
+def test_long_caption_test_sets_are_embedded_through_the_long_set(data):
+    """Every long caption (cut to 77 tokens or not) goes through ``long``, every short English
+    caption through ``short``, the non-English captions and class names through ``single``."""
+    cfg, test, train, images = data
+    tasks, _ = classification_tasks(test, train)
+    sets: dict[str, set[str]] = {}
+    vision = oracle(test, images, cfg.vision.image_size)
+    model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                      lambda texts, s: ([sets.setdefault(t, set()).add(s) for t in texts],
+                                        oracle_text(texts))[1], cfg.vision.image_size, batch_size=64)
+    cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(
+        update={"benchmarks": ["zeroshot", "retrieval", "long_retrieval", "multilingual"]})})
+    run_benchmarks(cfg, model, test, train, images, tasks, cut)
+    long = test.filter(pl.col("language") == "en")["long_caption"].drop_nulls().to_list()
+    assert long and all(sets[t] == {"long"} for t in long + cut(long))
+    english = test.filter((pl.col("language") == "en") & ~pl.col("hard_negative"))
+    assert all("short" in sets[t] for t in english["caption"])
+    foreign = test.filter(pl.col("language") != "en")["caption"].to_list()
+    assert foreign and all(sets[t] == {"single"} for t in foreign)
+
+
 def test_single_prompt_mode_uses_only_the_single_set(data):
     cfg, test, train, images = data
     seen = set()

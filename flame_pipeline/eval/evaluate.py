@@ -33,6 +33,7 @@ from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
 from flame_pipeline.eval.interpret import token_map
 from flame_pipeline.eval.probe import linear_probe
+from flame_pipeline.eval.prompt_sets import caption_set, long_set
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
@@ -48,15 +49,6 @@ class Task:
     source: str
     task: str
     classes: list[str]
-
-
-def caption_set(mode: str, language: str = "en") -> str:
-    """The prompt set for a short caption: the single prompt for non-English text (docs/METHOD.md#text-queries)."""
-    return "short" if mode == "multi" and language == "en" else "single"
-
-
-def long_set(mode: str) -> str:
-    return "long" if mode == "multi" else "single"
 
 
 def class_text(source: str, task: str, value: str) -> str:
