@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want_tests=${1:-}
 
-debs=(fonts-noto-color-emoji dataset-fashion-mnist)   # what the tiny and default profiles read
+debs=(fonts-noto-color-emoji dataset-fashion-mnist fonts-noto-cjk)   # what the profiles read; CJK glyphs for the token map
 [ "$want_tests" = "--tests" ] && debs+=(chromium)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done

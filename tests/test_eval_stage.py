@@ -23,7 +23,9 @@ from flame_pipeline.eval.evaluate import (_finished, classification_tasks, evalu
 from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.text.llm import load_llm, output_embedding
+from flame_pipeline.eval.interpret import TokenReader
+from flame_pipeline.text.llm import final_norm, load_llm, output_embedding
+from flame_pipeline.text.postprocess import Postprocess
 from flame_pipeline.vision.towers import FlameModel
 
 from eval_oracle import OracleVision, oracle_text
@@ -176,8 +178,9 @@ def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
     assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())
     path = tmp_path / "map.png"
-    grids = interpretability(cfg, model, output_embedding(cfg.embed, llm), lambda i: tokenizer.decode([i]),
-                             test, images, path)
+    reader = TokenReader(Postprocess("none", "", {}), "single", final_norm(llm),
+                         output_embedding(cfg.embed, llm))
+    grids = interpretability(cfg, model, reader, lambda i: tokenizer.decode([i]), test, images, path)
     cells = cfg.eval.interpret_cells
     assert len(grids) == cfg.eval.interpret_images
     assert all(len(g) == cells and all(len(row) == cells for row in g) for g in grids)

@@ -162,3 +162,8 @@ def test_recaptioned_samples_store_all_eleven_embeddings(tmp_path, from_table):
     assert cur.summary["recaptions"] == {"webdataset": {"rows": 3, "no_short_caption": 0,
                                                         "no_long_caption": 0}}
     assert out.summary["valid_min"] == out.summary["valid_mean"] == 11.0
+    # the Dagster asset shows them: in its summary and its metrics table (model = the LLM)
+    from assets.metadata import stage_metadata
+    meta = stage_metadata("tiny", "hash", out, md5s={}, dvc={})
+    assert meta["summary/valid_min"].value == meta["summary/valid_mean"].value == 11.0
+    assert "| embed | valid_min | 11 |" in meta["metrics"].value

@@ -31,7 +31,7 @@ from flame_pipeline.data.scenes import class_text as scene_class_text
 from flame_pipeline.eval import plots
 from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
-from flame_pipeline.eval.interpret import token_map
+from flame_pipeline.eval.interpret import TokenReader, token_map
 from flame_pipeline.eval.probe import linear_probe
 from flame_pipeline.eval.prompt_sets import caption_set, long_set
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
@@ -174,7 +174,7 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     return out
 
 
-def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode_token,
+def interpretability(cfg: Profile, model: EvalModel, reader: TokenReader, decode_token,
                      test: pl.DataFrame, images: dict[str, bytes], path) -> list[list[list[str]]]:
     """The token map of the first test images (scenes first), drawn as one PNG at ``path``."""
     rows = (test.filter(~pl.col("hard_negative"))
@@ -183,7 +183,7 @@ def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode
                 .head(cfg.eval.interpret_images))
     pngs = [images[k] for k in rows["key"]]
     tokens = torch.from_numpy(model.projected_tokens(pngs))
-    grids = [token_map(t, vocab, cfg.eval.interpret_cells, decode_token) for t in tokens]
+    grids = [token_map(t, reader, cfg.eval.interpret_cells, decode_token) for t in tokens]
     plots.token_map_figure([np.asarray(decode(p)) for p in pngs], grids, path)
     return grids
 
@@ -229,7 +229,8 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 def evaluate(cfg: Profile) -> StageOutput:
     from flame_pipeline.llm_files import load_tokenizer
-    from flame_pipeline.text.llm import load_llm, output_embedding
+    from flame_pipeline.text.encoder import TextEncoder
+    from flame_pipeline.text.llm import final_norm, load_llm, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)
@@ -265,15 +266,16 @@ def evaluate(cfg: Profile) -> StageOutput:
         made.append(plots.language_bars(per_lang, paths.multilingual_plot))
     grids = None
     if "interpretability" in cfg.eval.benchmarks:
-        llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
-        try:
-            vocab = output_embedding(cfg.embed, llm)
+        llm, _ = load_llm(cfg.embed)   # for its final norm and LM head; freed after the map
+        try:   # the map reads cells with the statistics of the plan's first prompt set
+            reader = TokenReader(TextEncoder.of(cfg).postprocess(), cfg.embed.plan[0][1],
+                                 final_norm(llm), output_embedding(cfg.embed, llm))
         except ValueError as err:      # no LM head to map through: the other benchmarks stand
             skipped.append(f"interpretability: {err}")
-            vocab = None
+            reader = None
         del llm
-        if vocab is not None:
-            grids = interpretability(cfg, models["flame"], vocab,
+        if reader is not None:
+            grids = interpretability(cfg, models["flame"], reader,
                                      lambda i: tokenizer.decode([i]), test, images,
                                      paths.token_map_plot)
             made.append(paths.token_map_plot)
