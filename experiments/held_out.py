@@ -23,7 +23,8 @@ from flame_pipeline.config import Profile, load_profile
 from flame_pipeline.data.scenes import HELD_OUT_COMBOS, evaluation_scenes
 from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
-from flame_pipeline.eval.evaluate import long_set, per_row
+from flame_pipeline.eval.evaluate import per_row
+from flame_pipeline.eval.prompt_sets import long_set
 from flame_pipeline.eval.metrics import first_relevant_rank, pair_relation
 from flame_pipeline.paths import Paths
 

@@ -12,6 +12,7 @@ import time
 import traceback
 
 from flame_pipeline.config import ConfigError, load_profile
+from flame_pipeline.eval.prompt_sets import PROMPT_SETS
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import STAGES, run_chain, run_stage, stage_table
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="evaluate a trained model on your own manifest (CSV/Parquet/JSONL)")
     bench.add_argument("manifest", help="manifest with image path, text, optional language/label")
     bench.add_argument("--model", choices=["flame", "clip"], default="flame")
+    bench.add_argument("--prompt-set", choices=list(PROMPT_SETS), default="auto",
+                       help="the prompt set of FLAME's text queries; auto: long for long texts, "
+                            "single for non-English texts and labels, else short (default: auto)")
     sub.add_parser("stages", help="print the stage graph: what each stage reads and writes",
                    parents=[common])
     return p
@@ -58,6 +62,10 @@ def _summary_line(name: str, out) -> str:
     if "rejected" in out.summary:   # download: the rejected rows, counted by reason
         reasons = ", ".join(f"{r}: {n}" for r, n in out.summary["reasons"].items())
         parts.append(f"rejected={out.summary['rejected']}" + (f" ({reasons})" if reasons else ""))
+        missing = [f"{source} {c['no_short_caption']}/{c['no_long_caption']}"
+                   for source, c in out.summary["per_source"].items() if "no_short_caption" in c]
+        if missing:   # kept rows without recaptions, per source: never silent
+            parts.append(f"no short/long caption: {', '.join(missing)}")
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  UI:            bash scripts/dagster_dev.sh   (then open http://127.0.0.1:3000)")
         elif args.command == "benchmark":
             from flame_pipeline.eval.user_benchmark import evaluate_manifest
-            result = evaluate_manifest(cfg, args.manifest, model=args.model)
+            result = evaluate_manifest(cfg, args.manifest, model=args.model, prompt_set=args.prompt_set)
             print(json.dumps(result, indent=2))
             for warning in result["warnings"]:
                 print(f"flame: warning: {warning}", file=sys.stderr)

@@ -31,8 +31,9 @@ from flame_pipeline.data.scenes import class_text as scene_class_text
 from flame_pipeline.eval import plots
 from flame_pipeline.eval.data import label_dicts, load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
-from flame_pipeline.eval.interpret import token_map
+from flame_pipeline.eval.interpret import TokenReader, token_map
 from flame_pipeline.eval.probe import linear_probe
+from flame_pipeline.eval.prompt_sets import caption_set, long_set
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
@@ -49,15 +50,6 @@ class Task:
     source: str
     task: str
     classes: list[str]
-
-
-def caption_set(mode: str, language: str = "en") -> str:
-    """The prompt set for a short caption: the single prompt for non-English text (docs/METHOD.md#text-queries)."""
-    return "short" if mode == "multi" and language == "en" else "single"
-
-
-def long_set(mode: str) -> str:
-    return "long" if mode == "multi" else "single"
 
 
 def class_text(source: str, task: str, value: str) -> str:
@@ -192,7 +184,7 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     return out
 
 
-def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode_token,
+def interpretability(cfg: Profile, model: EvalModel, reader: TokenReader, decode_token,
                      test: pl.DataFrame, images: dict[str, bytes], path) -> list[list[list[str]]]:
     """The token map of the first test images (scenes first), drawn as one PNG at ``path``."""
     rows = (test.filter(~pl.col("hard_negative"))
@@ -201,7 +193,7 @@ def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode
                 .head(cfg.eval.interpret_images))
     pngs = [images[k] for k in rows["key"]]
     tokens = torch.from_numpy(model.projected_tokens(pngs))
-    grids = [token_map(t, vocab, cfg.eval.interpret_cells, decode_token) for t in tokens]
+    grids = [token_map(t, reader, cfg.eval.interpret_cells, decode_token) for t in tokens]
     plots.token_map_figure([np.asarray(decode(p)) for p in pngs], grids, path)
     return grids
 
@@ -247,7 +239,8 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 def evaluate(cfg: Profile) -> StageOutput:
     from flame_pipeline.llm_files import load_tokenizer
-    from flame_pipeline.text.llm import load_llm, output_embedding
+    from flame_pipeline.text.encoder import TextEncoder
+    from flame_pipeline.text.llm import final_norm, load_llm, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)
@@ -283,15 +276,16 @@ def evaluate(cfg: Profile) -> StageOutput:
         made.append(plots.language_bars(per_lang, paths.multilingual_plot))
     grids = None
     if "interpretability" in cfg.eval.benchmarks:
-        llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
-        try:
-            vocab = output_embedding(cfg.embed, llm)
+        llm, _ = load_llm(cfg.embed)   # for its final norm and LM head; freed after the map
+        try:   # the map reads cells with the statistics of the plan's first prompt set
+            reader = TokenReader(TextEncoder.of(cfg).postprocess(), cfg.embed.plan[0][1],
+                                 final_norm(llm), output_embedding(cfg.embed, llm))
         except ValueError as err:      # no LM head to map through: the other benchmarks stand
             skipped.append(f"interpretability: {err}")
-            vocab = None
+            reader = None
         del llm
-        if vocab is not None:
-            grids = interpretability(cfg, models["flame"], vocab,
+        if reader is not None:
+            grids = interpretability(cfg, models["flame"], reader,
                                      lambda i: tokenizer.decode([i]), test, images,
                                      paths.token_map_plot)
             made.append(paths.token_map_plot)

@@ -7,8 +7,11 @@ problems are counted and reported with their row numbers, never fatal: a path ou
 manifest's folder (``..``, absolute, or a symlink leading out), a missing file, an image that
 does not decode, an empty text, a language that is not a string, a line that does not parse.
 A manifest without a usable row is an error. The remaining rows get retrieval per language
-(duplicate-aware: images grouped by sha256, texts by content) and, where labels exist,
-zero-shot classification with the labels as class names, through the same code as the
+(duplicate-aware: images grouped by sha256, texts by content), each text embedded through the
+prompt set ``--prompt-set`` names, or by ``auto``'s rule (``prompt_sets.py``: long texts
+``long``, labels and non-English texts ``single``, other texts ``short``; the sets used are
+counted in the result), and, where labels exist, zero-shot classification with the labels as
+class names (through ``single``, as the evaluate stage's), through the same code as the
 evaluate stage; a language whose gallery holds fewer than ``MIN_GALLERY`` images gets a
 warning (one image scores R@1 = 100 by chance).
 """
@@ -25,9 +28,10 @@ import polars as pl
 
 from flame_pipeline.config import Profile
 from flame_pipeline.eval.encoders import EvalModel, load_eval_model
-from flame_pipeline.eval.evaluate import caption_set
+from flame_pipeline.eval.prompt_sets import PROMPT_SETS, auto_set, encode_by_set
 from flame_pipeline.eval.retrieval import retrieval
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
+from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.vision.preprocess import decode
 
 COLUMNS = ("image", "text", "language", "label")
@@ -121,7 +125,19 @@ def read_manifest(path: str | Path) -> Manifest:
     return out
 
 
-def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
+def query_sets(cfg: Profile, rows: list[dict], prompt_set: str) -> dict[str, str]:
+    """text -> the prompt set that embeds it: ``prompt_set``, or ``auto``'s choice."""
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompt_set!r}; choose one of {PROMPT_SETS}")
+    if prompt_set != "auto":
+        return {r["text"]: prompt_set for r in rows}
+    texts = sorted({(r["text"], r["language"]) for r in rows})
+    counts = load_tokenizer(cfg.embed)([t for t, _ in texts], add_special_tokens=False)["input_ids"]
+    return {t: auto_set(t, lang, len(ids), cfg.curate.long_tokens, cfg.eval.prompt_mode)
+            for (t, lang), ids in zip(texts, counts)}
+
+
+def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest, prompt_set: str = "auto") -> dict:
     """Retrieval per language and, with labels, zero-shot classification on the usable rows."""
     result = {"manifest": str(manifest.path), "model": model.name, "rows": manifest.n_rows,
               "used": len(manifest.rows), "problems": dict(Counter(r for _, r, _ in manifest.problems)),
@@ -133,13 +149,15 @@ def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
         firsts.setdefault(r["sha256"], r["image"])
     unique = {sha: i for i, sha in enumerate(firsts)}
     emb = model.image_embeddings(list(firsts.values()))
-    result["retrieval"] = {}
+    result["retrieval"], result["prompt_sets"] = {}, {}
     for lang in sorted({r["language"] for r in rows}):
         part = [r for r in rows if r["language"] == lang]
-        prompt_set = caption_set(cfg.eval.prompt_mode, lang)
+        sets = query_sets(cfg, part, prompt_set)
+        result["prompt_sets"][lang] = dict(sorted(Counter(sets[r["text"]] for r in part).items()))
         result["retrieval"][lang] = retrieval(
             emb[[unique[r["sha256"]] for r in part]], [r["sha256"] for r in part],
-            [r["text"] for r in part], lambda t: model.text_embeddings(t, prompt_set),
+            [r["text"] for r in part],
+            lambda t: encode_by_set(model.text_embeddings, t, [sets[x] for x in t]),
             cfg.eval.recall_ks)
         n = int(result["retrieval"][lang]["n_images"])
         if n < MIN_GALLERY:
@@ -161,8 +179,10 @@ def benchmark(cfg: Profile, model: EvalModel, manifest: Manifest) -> dict:
     return result
 
 
-def evaluate_manifest(cfg: Profile, manifest_path: str | Path, model: str = "flame") -> dict:
-    """``flame benchmark PATH``: evaluate a trained model (``flame`` or ``clip``) on a manifest."""
+def evaluate_manifest(cfg: Profile, manifest_path: str | Path, model: str = "flame",
+                      prompt_set: str = "auto") -> dict:
+    """``flame benchmark PATH``: evaluate a trained model (``flame`` or ``clip``) on a manifest,
+    its texts through ``prompt_set`` (``auto``: by the rule of ``prompt_sets.py``)."""
     manifest = read_manifest(manifest_path)
-    return benchmark(cfg, load_eval_model(cfg, model), manifest)
+    return benchmark(cfg, load_eval_model(cfg, model), manifest, prompt_set)
 
