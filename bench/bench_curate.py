@@ -58,7 +58,7 @@ def synthetic_manifest(n: int, seed: int = 0) -> pl.DataFrame:
                             for _ in range(rng.randint(3, 12)))
         rows.append({"key": f"syn/{i:07d}", "source": "synthetic", "source_ref": str(i),
                      "split": rng.choice([None, None, "train", "test"]), "caption": caption,
-                     "long_caption": long, "language": "en", "labels": "{}", "group": None,
+                     "short_caption": None, "long_caption": long, "language": "en", "labels": "{}", "group": None,
                      "status": "kept", "reason": None, "n_bytes": 1000, "width": 64, "height": 64,
                      "sha256": hashlib.sha256(f"img{image}".encode()).hexdigest(), "_image": image})
     return pl.DataFrame(rows).drop("_image")

@@ -74,7 +74,8 @@ def vision_step(cfg, data: TrainSamples, rounds: int) -> tuple[float, float, flo
                                                                     0, 0, 1)))])
 
     def step():
-        loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias)
+        loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias,
+                            batch["text_mask"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -110,23 +111,25 @@ def loop_step_times(cfg, data: TrainSamples, steps: int, online) -> list[float]:
 
 def llm_texts(cfg):
     """keys -> [B, M, d]: the plan's facet embeddings computed by the frozen LLM now."""
+    from flame_pipeline.text.embed import plan_fields
     from flame_pipeline.text.facets import facet_embeddings
     from flame_pipeline.text.llm import load_llm
     from flame_pipeline.text.prompts import PromptBuilder, prepare_caption
 
     llm, tokenizer = load_llm(cfg.embed)
     builder = PromptBuilder(tokenizer, cfg.embed.prompt_sets, cfg.embed.max_tokens)
-    table = pl.read_parquet(Paths.of(cfg).captions)
-    fields = {k: (c, lc) for k, c, lc in zip(table["key"], table["caption"], table["long_caption"])}
+    table = {r["key"]: r for r in pl.read_parquet(Paths.of(cfg).captions).iter_rows(named=True)}
     m = cfg.train.positives
+
+    def text(key: str, entry: tuple) -> str | None:   # the entry's field, else its fallback
+        return next((table[key][f] for f in plan_fields(entry) if table[key][f] is not None), None)
 
     def texts(keys: list[str]) -> torch.Tensor:
         per_key: list[list[torch.Tensor]] = [[] for _ in keys]
-        for field, prompt_set in cfg.embed.plan:
-            idx = [i for i, k in enumerate(keys) if fields[k][field == "long_caption"]]
-            rows = [builder.build(prepare_caption(fields[keys[i]][field == "long_caption"]), prompt_set)
-                    for i in idx]
-            for i, emb in zip(idx, facet_embeddings(llm, rows, cfg.embed.layer)):
+        for entry in cfg.embed.plan:
+            idx = [i for i, k in enumerate(keys) if text(k, entry) is not None]
+            rows = [builder.build(prepare_caption(text(keys[i], entry)), entry[1]) for i in idx]
+            for i, emb in zip(idx, facet_embeddings(llm, rows, cfg.embed.layer, cfg.embed.positions)):
                 per_key[i].extend(emb)
         return torch.stack([torch.stack(v)[torch.randperm(len(v))[:m]] if len(v) >= m
                             else torch.stack(v)[torch.randint(len(v), (m,))] for v in per_key])

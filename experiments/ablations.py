@@ -40,6 +40,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "layer-4": ("embeddings from hidden_states[-4]", ["embed.layer=-4"]),
     "smollm2-135m": ("SmolLM2-135M as the frozen LLM", ["embed.llm=smollm2-135m"]),
     "gemma3-270m": ("Gemma-3-270M as the frozen LLM", ["embed.llm=gemma3-270m"]),
+    "positions-continue": ("facet positions continue across facets, as the reference lays them out",
+                           ["embed.positions=continue"]),
+    "projector-4096": ("projector hidden width max(d_llm, 4096), the reference's",
+                       ["vision.projector_min_width=4096"]),
+    "reference-compat": ("the reference code's choices: continued positions, raw vectors, "
+                         "projector width 4096", ["reference_compat=true"]),
 }
 LINKED = ("raw", "curated", "models/clip")
 

@@ -25,7 +25,7 @@ from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, load_eval_model
 from flame_pipeline.eval.curated import per_row
 from flame_pipeline.eval.metrics import first_relevant_rank, pair_relation
-from flame_pipeline.eval.queries import long_set
+from flame_pipeline.eval.prompt_sets import long_set
 from flame_pipeline.paths import Paths
 
 

@@ -12,6 +12,7 @@ import time
 import traceback
 
 from flame_pipeline.config import DATA_FORMATS, ConfigError, load_profile
+from flame_pipeline.eval.prompt_sets import PROMPT_SETS
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import STAGES, run_chain, run_stage, stage_table
 
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--name", help="its name in the metrics, manifest/NAME/... (default: from PATH)")
     bench.add_argument("--image-dir", help="the folder inside PATH's folder the image paths start "
                                            "in (karpathy, long_captions, xm3600)")
+    bench.add_argument("--prompt-set", choices=list(PROMPT_SETS), default="auto",
+                       help="the prompt set of FLAME's text queries; auto (default): long for long "
+                            "texts, single for non-English texts and labels, else short")
     bench.add_argument("--model", choices=["flame", "clip"], help="score one model (default: both)")
     bench.add_argument("--json", action="store_true", help="print the result document as JSON")
     sub.add_parser("stages", help="print the stage graph: what each stage reads and writes",
@@ -65,6 +69,10 @@ def _summary_line(name: str, out) -> str:
     if "rejected" in out.summary:   # download: the rejected rows, counted by reason
         reasons = ", ".join(f"{r}: {n}" for r, n in out.summary["reasons"].items())
         parts.append(f"rejected={out.summary['rejected']}" + (f" ({reasons})" if reasons else ""))
+        missing = [f"{source} {c['no_short_caption']}/{c['no_long_caption']}"
+                   for source, c in out.summary["per_source"].items() if "no_short_caption" in c]
+        if missing:   # kept rows without recaptions, per source: never silent
+            parts.append(f"no short/long caption: {', '.join(missing)}")
     return f"[{name}] done: " + ", ".join(parts + [f"{k}: {v}" for k, v in out.artifacts.items()])
 
 
@@ -108,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "benchmark":
             from flame_pipeline.eval.user_benchmark import comparison, evaluate_manifest
             result = evaluate_manifest(cfg, args.manifest, model=args.model, fmt=args.fmt,
-                                       name=args.name, image_dir=args.image_dir)
+                                       name=args.name, image_dir=args.image_dir,
+                                       prompt_set=args.prompt_set)
             if args.json:
                 print(json.dumps(result, indent=2))
             else:

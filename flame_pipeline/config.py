@@ -103,6 +103,12 @@ class UrlListSource(Section):
     backoff_s: float = Field(0.5, ge=0)
     max_bytes: int = Field(20_000_000, ge=1)
     group_column: str | None = None  # rows sharing its value go to one split (same product, concept)
+    # recaptions (docs/DOWNLOAD.md#recaptions): columns holding a row's short and long caption,
+    # the column holding its sample key (else its row number, as its key writes it) and a table
+    short_caption_column: str | None = None
+    long_caption_column: str | None = None
+    key_column: str | None = None
+    recaptions: str | None = None   # .json / .jsonl / .parquet: sample key -> short, long
 
 
 class WebDatasetSource(Section):
@@ -110,6 +116,7 @@ class WebDatasetSource(Section):
     paths: list[str]
     max_bytes: int = Field(20_000_000, ge=1)  # a larger member rejects its sample unread
     group_key: str | None = None    # key of the sample's .json whose value groups samples for the split
+    recaptions: str | None = None   # .json / .jsonl / .parquet: sample key (__key__) -> short, long
 
 
 class FolderSource(Section):
@@ -117,6 +124,7 @@ class FolderSource(Section):
     path: str
     max_bytes: int = Field(20_000_000, ge=1)  # a larger image or caption file is rejected unread
     group_key: str | None = None    # key of the image's sidecar .json whose value groups images for the split
+    recaptions: str | None = None   # .json / .jsonl / .parquet: image path without suffix -> short, long
 
 
 Source = Annotated[
@@ -156,6 +164,13 @@ class PromptSet(Section):
     facets: list[str]
 
 
+CaptionField = Literal["caption", "short_caption", "long_caption"]
+# (field, prompt set) or (field, prompt set, fallback field embedded where a sample has no field);
+# Strict(False): params.yaml writes each entry as a list
+PlanEntry = Union[Annotated[tuple[CaptionField, str], Strict(False)],
+                  Annotated[tuple[CaptionField, str, CaptionField], Strict(False)]]
+
+
 class EmbedConfig(Section):
     llm: str = "smollm2-135m"          # packaged name, hub id, local dir, .gguf file, or "tiny-random"
     layer: int = -2                     # hidden_states index: -2 = second-to-last decoder layer output
@@ -166,10 +181,13 @@ class EmbedConfig(Section):
     batch_tokens: int = Field(0, ge=0)
     max_tokens: int = Field(512, ge=8)  # captions longer are truncated and flagged
     prompt_sets: dict[str, PromptSet]
-    # which prompt set embeds which caption field; order = stored embedding order
-    # (Strict(False): params.yaml writes each entry as a list)
-    plan: list[Annotated[tuple[Literal["caption", "long_caption"], str], Strict(False)]] = [
-        ("caption", "single"), ("caption", "short"), ("long_caption", "long")]
+    # which prompt set embeds which caption field; order = stored embedding order. The short set
+    # embeds the short recaption, or the caption where a sample has none (docs/METHOD.md#prompts-and-facets)
+    plan: list[PlanEntry] = [("caption", "single"), ("short_caption", "short", "caption"),
+                             ("long_caption", "long")]
+    # position ids of each facet: "restart" right after the prefix (each facet as if run alone),
+    # or "continue" across the facets as the reference code lays them out
+    positions: Literal["restart", "continue"] = "restart"
     # center: subtract the train split's mean per (prompt set, facet), renormalise; the raw
     # last-token vectors of these LLMs share one dominant direction (mean cosine ~0.9)
     # whiten: center, then C^-1/2 of the train split's covariance per prompt set (text/postprocess.py)
@@ -187,6 +205,8 @@ class VisionConfig(Section):
     heads: int = Field(3, ge=1)
     mlp_size: int = Field(768, ge=8)
     gradient_checkpointing: bool = False
+    # FLAME's projector hidden width is max(d_llm, this): 0 = d_llm; the reference code's 4096
+    projector_min_width: int = Field(0, ge=0)
 
 
 class TrainConfig(Section):
@@ -203,7 +223,7 @@ class TrainConfig(Section):
     positives: int = Field(6, ge=1)           # M embeddings drawn per sample per step
     # FLAME's sigmoid loss: initial logit scale t and bias b (logit = t * cos + b). The reference's
     # 10 / -10 suit its batch of 3072 and 30k+ steps; in a short run they hardly move.
-    logit_scale_init: float = Field(10.0, gt=0)
+    logit_scale_init: float = Field(10.0, gt=0, le=100)   # training clamps the scale at 100
     logit_bias_init: float = -10.0
     # the stored embeddings M is drawn from: names of embed/meta.json ("short/0") or whole
     # prompt sets ("long"); empty = all of them
@@ -373,9 +393,16 @@ class EvalConfig(Section):
         return any(b.kind == kind for b in self.benchmarks)
 
 
+# what ``reference_compat: true`` sets, whatever the sections say (docs/METHOD.md#where-this-project-departs-from-the-reference-code)
+REFERENCE_COMPAT = {"embed.positions": "continue", "embed.postprocess": "none",
+                    "vision.projector_min_width": 4096}
+
+
 class Profile(Section):
     name: str
     seed: int = 0
+    # reproduce the reference code's choices (REFERENCE_COMPAT) instead of this project's defaults
+    reference_compat: bool = False
     data_dir: str
     download: DownloadConfig
     curate: CurateConfig = CurateConfig()
@@ -466,6 +493,9 @@ def load_profile(name: str, params_path: str | Path = "params.yaml",
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
     tree["name"] = name
+    if tree.get("reference_compat") is True:
+        for key, value in REFERENCE_COMPAT.items():
+            _set_dotted(tree, key, value)
     try:
         return Profile.model_validate(tree)
     except ValidationError as err:

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want_tests=${1:-}
 
-debs=(fonts-noto-color-emoji dataset-fashion-mnist libcairo2)   # what the profiles read (cairo: OpenMoji's SVGs)
+debs=(fonts-noto-color-emoji dataset-fashion-mnist libcairo2 fonts-noto-cjk)   # what the profiles read
+# (cairo draws OpenMoji's SVGs; Noto CJK has the glyphs of the token map's CJK tokens)
 [ "$want_tests" = "--tests" ] && debs+=(chromium)
 command -v npm >/dev/null 2>&1 || debs+=(nodejs npm)       # fetches the npm data packages below
 missing=()

@@ -15,7 +15,7 @@ from profiles import profile_at
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DEFAULTS = {"source": "scenes", "source_ref": "gen", "split": "train", "caption": "a red cube",
-            "long_caption": None, "language": "en", "labels": "{}", "group": None,
+            "short_caption": None, "long_caption": None, "language": "en", "labels": "{}", "group": None,
             "status": "kept", "reason": None, "n_bytes": 100, "width": 32, "height": 32}
 
 
@@ -53,15 +53,22 @@ def reasons(dropped: pl.DataFrame) -> dict[str, str]:
     return dict(zip(dropped["key"], dropped["reason"]))
 
 
-def test_normalises_caption_and_long_caption(tmp_path):
-    _, kept, _ = run(tmp_path, [
-        {"caption": '  a "red"   cube?', "long_caption": "A red cube.\n  It sits on grass"},
-        {"caption": "a blue ball", "long_caption": "  \t "},
+def test_normalises_caption_and_recaptions(tmp_path):
+    out, kept, _ = run(tmp_path, [
+        {"caption": '  a "red"   cube?', "long_caption": "A red cube.\n  It sits on grass",
+         "short_caption": " a  red cube on grass"},
+        {"caption": "a blue ball", "long_caption": "  \t ", "short_caption": " "},
     ])
     assert kept["caption"].to_list() == ["a 'red' cube.", "a blue ball."]
+    assert kept["short_caption"].to_list() == ["a red cube on grass.", None]
     assert kept["long_caption"].to_list() == ["A red cube. It sits on grass.", None]
-    assert kept.columns == ["key", "source", "split", "language", "caption", "long_caption", "labels",
-                            "group", "n_tokens", "n_tokens_long", "is_long", "dup_group"]
+    assert kept.columns == ["key", "source", "split", "language", "caption", "short_caption",
+                            "long_caption", "labels", "group", "n_tokens", "n_tokens_long", "is_long",
+                            "dup_group"]
+    # the rows without a recaption are counted per source, in the stats and the stage summary
+    counts = {"scenes": {"rows": 2, "no_short_caption": 1, "no_long_caption": 1}}
+    assert json.loads(Paths(tmp_path).curate_stats.read_text())["recaptions"] == counts
+    assert out.summary["recaptions"] == counts
 
 
 @pytest.mark.parametrize("row, reason", [
@@ -79,6 +86,7 @@ def test_normalises_caption_and_long_caption(tmp_path):
     ({"caption": "ab"}, "too_short"),                     # 'ab.' is 3 chars: min_chars 4 below
     ({"caption": "x" * 50}, "too_long"),
     ({"caption": "a red cube", "long_caption": "y" * 50}, "too_long"),
+    ({"caption": "a red cube", "short_caption": "y" * 50}, "too_long"),
     ({"caption": "sponsored content here"}, "boilerplate"),  # the profile's own pattern
 ])
 def test_each_drop_reason(tmp_path, row, reason):

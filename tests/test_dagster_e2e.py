@@ -143,7 +143,7 @@ def test_checks_fail_on_corrupted_files(dagster_run, tmp_path):
 
 def _repo_copy(dest: Path) -> Path:
     """The files `dvc repro` needs, in a fresh git repository (the code runs from the venv)."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "requirements-npm.txt"):
         shutil.copy2(REPO / name, dest / name)
     (dest / ".dvc").mkdir()
     for name in ("config", ".gitignore"):

@@ -46,7 +46,10 @@ def test_rows_in_equal_kept_plus_rejected_and_the_run_is_recorded(tmp_path):
     m = pl.read_parquet(Paths.of(cfg).manifest)
     assert m.height == 17 == out.summary["kept"] + out.summary["rejected"]
     assert out.summary["kept"] == 14 and out.summary["reasons"] == {"zero bytes": 3}
-    assert out.summary["per_source"] == {"fashion_mnist": {"kept": 7}, "folder": {"kept": 7, "rejected": 3}}
+    # sources without recaptions say how many kept rows lack them
+    none = {"no_short_caption": 7, "no_long_caption": 7}
+    assert out.summary["per_source"] == {"fashion_mnist": {"kept": 7, **none},
+                                         "folder": {"kept": 7, "rejected": 3, **none}}
     ds = open_shards(Paths.of(cfg).raw_shards)
     assert ds.num_samples == 14
     assert [ds.get_item(i)["key"] for i in range(ds.num_samples)] == \

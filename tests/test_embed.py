@@ -43,9 +43,11 @@ def profile(tmp_path, **over):
     return profile_at(tmp_path / "data", {"embed.batch_size": 2, **over})
 
 
-def write_captions(cfg, captions=CAPTIONS, long=LONG, splits=SPLITS):
+def write_captions(cfg, captions=CAPTIONS, long=LONG, splits=SPLITS, short=None):
+    short = [None] * len(captions) if short is None else short
     table = pl.DataFrame({"key": [f"s{i}" for i in range(len(captions))], "split": splits,
-                          "caption": captions, "long_caption": pl.Series(long, dtype=pl.String)})
+                          "caption": captions, "short_caption": pl.Series(short, dtype=pl.String),
+                          "long_caption": pl.Series(long, dtype=pl.String)})
     write_parquet(Paths.of(cfg).captions, table)
     return table
 
@@ -80,6 +82,41 @@ def test_every_row_is_embedded_in_the_stored_format(tmp_path):
     assert out.summary["computed"] == 6 * 2 + 3
     assert out.summary["forward_passes"] == 3 + 3 + 2
     assert out.rows["embed_index"] == 7
+    # valid embeddings per row: 4 (no long caption) or 11; the metrics the stage records
+    assert (out.summary["valid_min"], out.summary["valid_mean"]) == (4.0, round((3 * 11 + 4 * 4) / 7, 4))
+    assert {m[2]: m[3] for m in out.metrics if m[2].startswith("valid")} == {
+        "valid_min": 4.0, "valid_mean": round(49 / 7, 4)}
+    assert all(m[:2] == (cfg.embed.llm, "embed") for m in out.metrics)
+
+
+def test_short_set_embeds_the_short_recaption_else_the_caption(tmp_path):
+    """The plan's fallback: where a row has no short caption its short set embeds the caption,
+    exactly what a plan of (caption, short) stores; with every text there a row has 11 valid."""
+    short = [None, "Blue circles beside a green triangle.", None, "A cat asleep on a sofa.",
+             None, None, None]
+    today = profile(tmp_path / "today", **{"embed.postprocess": "none", "embed.plan": [
+        ["caption", "single"], ["caption", "short"], ["long_caption", "long"]]})
+    write_captions(today)
+    embed(today)
+    plan = profile(tmp_path / "plan", **{"embed.postprocess": "none"})
+    assert plan.embed.plan[1] == ("short_caption", "short", "caption")
+    write_captions(plan)                         # no short caption anywhere: the same bytes
+    embed(plan)
+    assert sha256_tree(Paths.of(plan).embed_shards) == sha256_tree(Paths.of(today).embed_shards)
+    write_captions(plan, short=short)
+    out = embed(plan)
+    rows = {r["key"]: r for r in iter_shards(Paths.of(plan).embed_shards)}
+    old = {r["key"]: r for r in iter_shards(Paths.of(today).embed_shards)}
+    enc = TextEncoder(plan.embed, Paths.of(plan).embed_cache)
+    for i, s in enumerate(short):
+        key = f"s{i}"
+        if s is None:
+            assert np.array_equal(rows[key]["emb"], old[key]["emb"])
+        else:
+            raw, _ = enc.raw([("short", prepare_caption(s))])
+            np.testing.assert_allclose(rows[key]["emb"][1:4].astype(np.float32), raw[0], atol=2e-3)
+    assert out.summary["computed"] == 2            # only the two short recaptions
+    assert [int(rows[f"s{i}"]["valid"].sum()) for i in range(7)] == [4, 11, 4, 11, 11, 4, 4]
 
 
 def test_a_facet_set_added_in_params_needs_no_code(tmp_path):

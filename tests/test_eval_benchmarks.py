@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from flame_pipeline.eval.metrics import chance_r1
-from flame_pipeline.eval.interpret import pool_grid, token_map, top_token_ids
+from flame_pipeline.eval.interpret import TokenReader, pool_grid, token_map
+from flame_pipeline.text.postprocess import Postprocess
 from flame_pipeline.eval.probe import linear_probe
 from flame_pipeline.eval.retrieval import retrieval, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
@@ -111,9 +112,10 @@ def test_token_map_takes_the_top_token_not_a_lower_rank():
     tokens[:, 2] = 1.0                                    # every patch points at token 2 ...
     tokens[:, 4] = 0.5                                    # ... and less at token 4
     tokens[:8, 3] = 2.0                                   # top half points hardest at token 3
-    assert top_token_ids(pool_grid(tokens, 2), vocab).tolist() == [[3, 3], [2, 2]]
+    reader = TokenReader(Postprocess("none", "", {}), "single", torch.nn.Identity(), vocab)
+    assert reader.top(pool_grid(tokens, 2).reshape(4, 6).numpy(), 2).tolist() == [[3, 2]] * 2 + [[2, 4]] * 2
     names = ["a", "b", "c", "d", "e", "f"]
-    assert token_map(tokens, vocab, 2, lambda i: " " + names[i]) == [["d", "d"], ["c", "c"]]
+    assert token_map(tokens, reader, 2, lambda i: " " + names[i]) == [["d", "d"], ["c", "c"]]
 
 
 def test_output_embedding_tied_untied_and_from_the_gguf():

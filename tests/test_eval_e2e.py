@@ -66,3 +66,19 @@ def test_rerun_resumes_with_the_same_numbers_and_a_change_recomputes(chain):
     assert {b.split("/")[0] for _, b, _, _ in redo.metrics} == {"retrieval"}
     assert sorted(p.name for p in Paths.of(cfg).plots.glob("*.png")) == ["recall_at_k.png"]
     assert [m for m in first.metrics if m[1].startswith("retrieval/")] == redo.metrics
+
+
+def test_reference_compat_chain_completes(tmp_path, capsys):
+    """``flame --profile tiny --set reference_compat=true run``: the reference code's choices
+    (continued facet positions, raw vectors, a 4096-wide projector) through every stage."""
+    from flame_pipeline import cli
+
+    data = tmp_path / "compat"
+    assert cli.main(["--profile", "tiny", "--set", "reference_compat=true", "--set",
+                     f"data_dir={data}", "run"]) == 0
+    assert "chain finished" in capsys.readouterr().out
+    meta = json.loads((data / "embed" / "meta.json").read_text())
+    assert (meta["positions"], meta["postprocess"]) == ("continue", "none")
+    flame = json.loads((data / "models" / "flame" / "config.json").read_text())
+    assert flame["vision"]["projector_min_width"] == 4096
+    assert (data / "eval" / "report.md").is_file()

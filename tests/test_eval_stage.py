@@ -24,7 +24,9 @@ from flame_pipeline.eval.evaluate import (_finished, evaluate, fingerprint, inte
 from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
-from flame_pipeline.text.llm import load_llm, output_embedding
+from flame_pipeline.eval.interpret import TokenReader
+from flame_pipeline.text.llm import final_norm, load_llm, output_embedding
+from flame_pipeline.text.postprocess import Postprocess
 from flame_pipeline.vision.towers import FlameModel
 
 from eval_oracle import OracleVision, oracle_text
@@ -103,6 +105,27 @@ def test_oracle_model_gets_known_answers(data):
     assert set(seen) == {"short", "long", "single"}
 
 
+def test_long_caption_test_sets_are_embedded_through_the_long_set(data):
+    """Every long caption (cut to 77 tokens or not) goes through ``long``, every short English
+    caption through ``short``, the non-English captions and class names through ``single``."""
+    cfg, test, train, images = data
+    tasks, _ = classification_tasks(test, train)
+    sets: dict[str, set[str]] = {}
+    vision = oracle(test, images, cfg.vision.image_size)
+    model = EvalModel("oracle", vision.encode_image, vision.pooled_features,
+                      lambda texts, s: ([sets.setdefault(t, set()).add(s) for t in texts],
+                                        oracle_text(texts))[1], cfg.vision.image_size, batch_size=64)
+    cut = lambda texts: [" ".join(t.split()[:20]) for t in texts]  # noqa: E731
+    cfg = with_eval(cfg, benchmarks=["zeroshot", "retrieval", "long_retrieval", "multilingual"])
+    run_benchmarks(cfg, model, test, train, images, tasks, cut)
+    long = test.filter(pl.col("language") == "en")["long_caption"].drop_nulls().to_list()
+    assert long and all(sets[t] == {"long"} for t in long + cut(long))
+    english = test.filter((pl.col("language") == "en") & ~pl.col("hard_negative"))
+    assert all("short" in sets[t] for t in english["caption"])
+    foreign = test.filter(pl.col("language") != "en")["caption"].to_list()
+    assert foreign and all(sets[t] == {"single"} for t in foreign)
+
+
 def test_single_prompt_mode_uses_only_the_single_set(data):
     cfg, test, train, images = data
     seen = set()
@@ -153,8 +176,9 @@ def test_probe_and_token_map_with_a_real_tower(data, tmp_path):
     assert set(out) >= {"linear_probe/fashion_mnist/class", "linear_probe/scenes/shape"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in out.values())
     path = tmp_path / "map.png"
-    grids = interpretability(cfg, model, output_embedding(cfg.embed, llm), lambda i: tokenizer.decode([i]),
-                             test, images, path)
+    reader = TokenReader(Postprocess("none", "", {}), "single", final_norm(llm),
+                         output_embedding(cfg.embed, llm))
+    grids = interpretability(cfg, model, reader, lambda i: tokenizer.decode([i]), test, images, path)
     cells = cfg.eval.interpret_cells
     assert len(grids) == cfg.eval.interpret_images
     assert all(len(g) == cells and all(len(row) == cells for row in g) for g in grids)

@@ -6,11 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+import numpy as np
+import polars as pl
+
 from flame_pipeline.config import load_profile
+from flame_pipeline.files import write_parquet
+from flame_pipeline.paths import Paths
+from flame_pipeline.shards import iter_shards
 from flame_pipeline.text import facets
+from flame_pipeline.text.embed import embed
 from flame_pipeline.llm_files import ModelNotFoundError
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
+from profiles import profile_at
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CAPTIONS = ["a red square",
@@ -94,6 +102,61 @@ def test_position_reset_is_what_makes_it_equal(tiny):
                     output_hidden_states=True)
     wrong = out.hidden_states[cfg.layer][0, b.last[0, 2]]
     assert cos(wrong, alone(model, row, 2, cfg.layer)) < BAR[cfg.dtype]
+
+
+def reference_layout(model, row: PromptTokens, k: int, layer: int) -> torch.Tensor:
+    """The reference code's layout, written out plainly for one facet: P + Fk as one causal
+    sequence whose facet positions continue from where facets 1..k-1 end in the packed row."""
+    start = len(row.prefix) + sum(len(f) for f in row.facets[:k])
+    positions = list(range(len(row.prefix))) + list(range(start, start + len(row.facets[k])))
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([row.prefix + row.facets[k]]),
+                    position_ids=torch.tensor([positions]), output_hidden_states=True)
+    return out.hidden_states[layer][0, -1].float()
+
+
+def test_continued_positions_equal_the_reference_layout(tiny):
+    """``embed.positions: continue``: the one pass equals each facet run alone at the positions
+    the reference gives it; the default (restart) does not, past the first facet."""
+    cfg, model, builder = tiny
+    for ps in SETS:
+        rows = [builder.build(prepare_caption(c), ps) for c in CAPTIONS]
+        got = facets.facet_embeddings(model, rows, cfg.layer, positions="continue")
+        default = facets.facet_embeddings(model, rows, cfg.layer)
+        for row, emb, restart in zip(rows, got, default):
+            for k in range(len(row.facets)):
+                want = reference_layout(model, row, k, cfg.layer)
+                assert cos(emb[k], want) >= BAR[cfg.dtype], (ps, k)
+                assert (cos(restart[k], want) >= BAR[cfg.dtype]) == (k == 0), (ps, k)
+
+
+def test_reference_compat_stores_the_reference_layouts_raw_vectors(tmp_path):
+    """``reference_compat: true`` (whatever the sections say) embeds every text of every plan
+    entry as the reference lays it out, and stores the raw last-token vectors."""
+    cfg = profile_at(tmp_path / "data", {"reference_compat": True, "embed.postprocess": "whiten"})
+    assert (cfg.embed.positions, cfg.embed.postprocess, cfg.vision.projector_min_width) == (
+        "continue", "none", 4096)
+    table = pl.DataFrame({"key": ["a", "b"], "split": ["train", "train"], "caption": CAPTIONS,
+                          "short_caption": ["A red square on white.", None],
+                          "long_caption": [None, "Two blue circles sit left of a green triangle. "
+                                                 "A brown dog runs past them."]})
+    write_parquet(Paths.of(cfg).captions, table)
+    embed(cfg)
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    stored = {r["key"]: r for r in iter_shards(Paths.of(cfg).embed_shards)}
+    for row in table.iter_rows(named=True):
+        emb, valid, at = stored[row["key"]]["emb"].astype(np.float32), stored[row["key"]]["valid"], 0
+        for entry in cfg.embed.plan:
+            text = next((row[f] for f in (entry[0], *entry[2:]) if row[f] is not None), None)
+            built = builder.build(prepare_caption(text), entry[1]) if text else None
+            for k in range(len(cfg.embed.prompt_sets[entry[1]].facets)):
+                assert valid[at] == (built is not None)
+                if built is not None:
+                    want = torch.nn.functional.normalize(reference_layout(model, built, k, cfg.embed.layer),
+                                                       dim=0)
+                    np.testing.assert_allclose(emb[at], want.numpy(), atol=2e-3)
+                at += 1
 
 
 def test_batch_independence(tiny):

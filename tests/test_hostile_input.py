@@ -19,7 +19,9 @@ from flame_pipeline.config import ConfigError, ScenesSource, load_profile
 from flame_pipeline.data.download import download
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.user_benchmark import MIN_GALLERY, benchmark, read_manifest
+from flame_pipeline.eval.manifest import read_manifest
+from flame_pipeline.eval.registry import MIN_GALLERY, Suite, run_suite, warnings
+from flame_pipeline.eval.user_benchmark import spec_for
 from flame_pipeline.paths import Paths
 from flame_pipeline.pipeline import run_stage
 from flame_pipeline.shards import iter_shards
@@ -161,14 +163,14 @@ def test_a_non_string_language_rejects_its_row(tmp_path):
     frame.write_parquet(tmp_path / "m.parquet")
     got = read_manifest(tmp_path / "m.parquet")
     assert [(n, r) for n, r, _ in got.problems] == [(1, "bad_language"), (3, "bad_language")]
-    assert [(r["row"], r["language"]) for r in got.rows] == [(2, "en")]
+    assert [(r.number, r.language) for r in got.rows] == [(2, "en")]
 
 
 def test_a_csv_manifest_starting_with_a_bom_is_read(tmp_path):
     rows = bench_folder(tmp_path, 2)
     pl.DataFrame(rows).write_csv(tmp_path / "m.csv", include_bom=True)
     assert (tmp_path / "m.csv").read_bytes().startswith(b"\xef\xbb\xbfimage,")
-    assert [r["text"] for r in read_manifest(tmp_path / "m.csv").rows] == [r["text"] for r in rows]
+    assert [r.text for r in read_manifest(tmp_path / "m.csv").rows] == [r["text"] for r in rows]
 
 
 @pytest.mark.parametrize("name, content", [("empty.csv", ""), ("header.csv", "image,text\n"),
@@ -183,12 +185,16 @@ def test_a_small_gallery_is_warned_about(tmp_path):
     rows = bench_folder(tmp_path, MIN_GALLERY)
     pl.DataFrame(rows[:1]).write_csv(tmp_path / "one.csv")
     pl.DataFrame(rows).write_csv(tmp_path / "all.csv")
-    one = benchmark(CFG, oracle(tmp_path, rows), read_manifest(tmp_path / "one.csv"))
-    assert one["retrieval"]["en"]["i2t_R@1"] == 100.0          # what a gallery of one gives
-    assert one["warnings"] == [f"en: a gallery of 1 image (under {MIN_GALLERY}): recall is not "
-                               "meaningful (R@1 by chance: 100%)"]
-    full = benchmark(CFG, oracle(tmp_path, rows), read_manifest(tmp_path / "all.csv"))
-    assert full["warnings"] == [] and full["retrieval"]["en"]["n_images"] == MIN_GALLERY
+    def scores(name):
+        spec, suite = spec_for(tmp_path / name), Suite(CFG)
+        suite.load(spec, tmp_path / name)
+        return run_suite(suite, oracle(tmp_path, rows), [spec])
+    one = scores("one.csv")
+    assert one["manifest/one/retrieval/en"]["i2t_R@1"] == 100.0          # what a gallery of one gives
+    assert warnings(one) == [f"manifest/one/retrieval/en: a gallery of 1 image (under {MIN_GALLERY}): "
+                             "recall is not meaningful (R@1 by chance: 100%)"]
+    full = scores("all.csv")
+    assert warnings(full) == [] and full["manifest/all/retrieval/en"]["n_images"] == MIN_GALLERY
 
 
 # ---------------------------------------------------------------- config
@@ -290,11 +296,13 @@ def test_flame_benchmark_warns_on_a_small_gallery_and_refuses_an_empty_manifest(
     rows = bench_folder(tmp_path, 1)
     pl.DataFrame(rows).write_csv(tmp_path / "one.csv")
     (tmp_path / "empty.csv").write_text("image,text\n")
-    args = ["--profile", "tiny", "--set", f"data_dir={tmp_path / 'data'}", "benchmark", "--model", "clip"]
+    args = ["--profile", "tiny", "--set", f"data_dir={tmp_path / 'data'}", "benchmark", "--model", "clip",
+            "--json"]
     assert cli.main(args + [str(tmp_path / "one.csv")]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["warnings"] == [f"en: a gallery of 1 image (under {MIN_GALLERY}): recall "
-                                           "is not meaningful (R@1 by chance: 100%)"]
-    assert err.startswith(f"flame: warning: en: a gallery of 1 image (under {MIN_GALLERY})")
+    assert json.loads(out)["warnings"] == [f"manifest/one/retrieval/en: a gallery of 1 image (under "
+                                           f"{MIN_GALLERY}): recall is not meaningful (R@1 by chance: 100%)"]
+    assert err.splitlines()[-1].startswith(
+        f"flame: warning: manifest/one/retrieval/en: a gallery of 1 image (under {MIN_GALLERY})")
     assert cli.main(args + [str(tmp_path / "empty.csv")]) == 1
     assert capsys.readouterr().err == f"flame: error: ValueError: {tmp_path / 'empty.csv'}: no usable rows (0 read)\n"

@@ -38,6 +38,48 @@ def test_sigmoid_loss_matches_brute_force():
     assert float(sigmoid_loss(img, txt, scale, bias)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_masked_sigmoid_loss_matches_a_direct_computation():
+    """Empty text slots (a sample with fewer valid embeddings than M) are neither positives nor
+    negatives, and the sum is divided by the number of real texts: a direct loop over the real
+    (image, text) pairs gives the same number, and a sample's repeated text is not counted twice."""
+    g = torch.Generator().manual_seed(3)
+    b, m, d = 3, 4, 5
+    img = torch.randn(b, d, generator=g)
+    txt = torch.randn(b, m, d, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    txt[~mask] = 0.0
+    t, bias = 7.0, -3.0
+    total, texts = 0.0, [(j, k) for j in range(b) for k in range(m) if mask[j, k]]
+    for i in range(b):
+        x = img[i] / img[i].norm()
+        for j, k in texts:
+            y = txt[j, k] / txt[j, k].norm()
+            label = 1.0 if i == j else -1.0
+            total += math.log(1.0 + math.exp(-label * (t * float(x @ y) + bias)))
+    expected = total / len(texts)
+    got = sigmoid_loss(img, txt, torch.tensor(math.log(t)), torch.tensor(bias), mask)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # the old draw, with replacement, filled the empty slots with repeats: another loss
+    repeated = txt.clone()
+    repeated[1, 2:], repeated[2, 1:] = txt[1, :2], txt[2, 0]
+    assert float(sigmoid_loss(img, repeated, torch.tensor(math.log(t)), torch.tensor(bias))) \
+        != pytest.approx(expected, rel=1e-3)
+
+
+def test_both_losses_clamp_the_logit_scale_at_100():
+    g = torch.Generator().manual_seed(4)
+    img, txt = torch.randn(4, 6, generator=g), torch.randn(4, 2, 6, generator=g)
+    bias = torch.tensor(-5.0)
+    at_100 = float(sigmoid_loss(img, txt, torch.tensor(math.log(100.0)), bias))
+    assert float(sigmoid_loss(img, txt, torch.tensor(math.log(1000.0)), bias)) == pytest.approx(at_100)
+    assert float(sigmoid_loss(img, txt, torch.tensor(math.log(50.0)), bias)) != pytest.approx(at_100)
+    scale = torch.tensor(math.log(1000.0), requires_grad=True)   # past the clamp: no gradient
+    sigmoid_loss(img, txt, scale, bias).backward()
+    assert scale.grad == 0
+    assert float(info_nce(img, txt[:, 0], torch.tensor(10.0))) == pytest.approx(
+        float(info_nce(img, txt[:, 0], torch.tensor(math.log(100.0)))), rel=1e-6)
+
+
 def test_info_nce_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     b, d = 4, 6
@@ -54,9 +96,6 @@ def test_info_nce_matches_brute_force():
         t2i += -col[i] + math.log(sum(math.exp(c) for c in col))
     expected = (i2t / b + t2i / b) / 2
     assert float(info_nce(img, txt, scale)) == pytest.approx(expected, rel=1e-5)
-    # the temperature is clamped at 100
-    assert float(info_nce(img, txt, torch.tensor(10.0))) == pytest.approx(
-        float(info_nce(img, txt, torch.tensor(math.log(100.0)))), rel=1e-6)
 
 
 def _png(w, h, colour=(128, 128, 128)):
@@ -154,9 +193,13 @@ def test_positives_drawn_from_valid_embeddings(tmp_path, make_data):
     matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got]
     assert got.shape == (6, 64) and len(set(matches)) == 6
     row = texts.shards.get_item(texts.index["s001"])          # no long caption: 4 valid
-    got = texts.texts("s001", torch.Generator().manual_seed(0))["texts"]
-    matches = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
-    assert got.shape == (6, 64) and matches <= {0, 1, 2, 3}
+    for seed in range(5):   # each of the 4 once (no repeat), then 2 empty slots
+        item = texts.texts("s001", torch.Generator().manual_seed(seed))
+        got, mask = item["texts"], item["text_mask"]
+        assert got.shape == (6, 64) and mask.tolist() == [True] * 4 + [False] * 2
+        matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1)))
+                   for e in got[:4]]
+        assert sorted(matches) == [0, 1, 2, 3] and not got[4:].any()
     a = TrainSamples(cfg, texts)[(5, 2)]
     b = TrainSamples(cfg, texts)[(5, 2)]
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["texts"], b["texts"])
@@ -177,6 +220,16 @@ def test_paper_profile_builds_vit_b16_towers():
     assert proj == 768 * 5120 + 5120 + 5120 * 5120 + 5120 + 2 * 5120
     assert sum(p.numel() for p in clip.vision_model.parameters()) == pytest.approx(vit, rel=0.01)
     assert clip.config.text_config.max_position_embeddings == 77
+
+
+def test_projector_hidden_width_is_at_least_projector_min_width():
+    """d_llm by default; max(d_llm, 4096) under reference_compat, as the reference code builds it."""
+    def widths(overrides: dict) -> list[tuple[int, int]]:
+        model = FlameModel(profile_at("data/tiny", overrides).vision, 64)
+        return [tuple(m.weight.shape) for m in model.projector if isinstance(m, torch.nn.Linear)]
+    assert widths({}) == [(64, 32), (64, 64)]
+    assert widths({"reference_compat": True}) == [(4096, 32), (64, 4096)]
+    assert widths({"vision.projector_min_width": 16}) == [(64, 32), (64, 64)]
 
 
 def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):

@@ -9,13 +9,13 @@ stage's rejections are counted in the stats). Writes, each atomically:
 Rules, in order; a row is dropped with the first reason that applies:
 
 1. ``empty_caption``: nothing left of the caption after normalisation (``captions.py`` rules,
-   applied to caption and long caption; a long caption left empty becomes null).
+   applied to caption, short caption and long caption; a recaption left empty becomes null).
 2. ``boilerplate``: the normalised caption matches a built-in pattern (``BOILERPLATE``: bare
    "image"/"untitled"/"stock photo"-style captions, "click to enlarge", file names such as
    ``IMG_1234.jpg``, camera file stems, a lone URL) or one of ``curate.boilerplate_patterns``
    (Rust-regex syntax, case-insensitive, searched anywhere in the caption). ``detail`` = pattern.
-3. ``too_short`` / ``too_long``: caption shorter than ``min_chars``, or caption or long
-   caption longer than ``max_chars`` characters (after normalisation).
+3. ``too_short`` / ``too_long``: caption shorter than ``min_chars``, or caption or a
+   recaption longer than ``max_chars`` characters (after normalisation).
 4. Split (``splits.assign_splits``): a source's split is kept as is. The other rows go to a
    split by *unit*: rows that share an image (sha256), a caption (compared lowercase, letters
    and digits only) or a ``group`` are linked, and a connected component of links is one unit
@@ -71,11 +71,13 @@ from flame_pipeline.llm_files import load_tokenizer
 
 STAGE = "curate"
 REQUIRED_COLUMNS = {"key": pl.String, "source": pl.String, "split": pl.String,
-                    "caption": pl.String, "long_caption": pl.String, "language": pl.String,
+                    "caption": pl.String, "short_caption": pl.String, "long_caption": pl.String,
+                    "language": pl.String,
                     "labels": pl.String, "group": pl.String, "status": pl.String,
                     "reason": pl.String, "sha256": pl.String}
-CAPTION_COLUMNS = ["key", "source", "split", "language", "caption", "long_caption", "labels",
-                   "group", "n_tokens", "n_tokens_long", "is_long", "dup_group"]
+CAPTION_COLUMNS = ["key", "source", "split", "language", "caption", "short_caption", "long_caption",
+                   "labels", "group", "n_tokens", "n_tokens_long", "is_long", "dup_group"]
+RECAPTIONS = ("short_caption", "long_caption")
 
 # Whole-caption boilerplate (the caption is normalised, so it may end in '.', '!' or '?').
 _END = r"[.!?…]?$"
@@ -168,7 +170,7 @@ def _boilerplate_hit(patterns: list[str]) -> pl.Expr:
 def _first_reason(frame: pl.DataFrame, cfg: CurateConfig) -> pl.DataFrame:
     """Rules 1-3 as one ``reason`` / ``detail`` pair per row (null when the row passes)."""
     n_cap = pl.col("caption").str.len_chars()
-    n_long = pl.col("long_caption").str.len_chars().fill_null(0)
+    n_long = pl.max_horizontal(pl.col(c).str.len_chars().fill_null(0) for c in RECAPTIONS)
     hit = _boilerplate_hit(BOILERPLATE + list(cfg.boilerplate_patterns))
     return frame.with_columns(hit=hit).with_columns(
         reason=pl.when(pl.col("caption").is_null() | (n_cap == 0)).then(pl.lit("empty_caption"))
@@ -251,6 +253,7 @@ def _stats(manifest: pl.DataFrame, kept: pl.DataFrame, dropped: pl.DataFrame, cf
         "per_split": _counts(kept, "split"),
         "per_split_language": {split: _counts(part, "language")
                                for (split,), part in kept.sort("split").group_by("split", maintain_order=True)},
+        "recaptions": recaption_counts(kept),
         "long": {"long_tokens": cfg.curate.long_tokens,
                  "with_long_caption": int(kept["long_caption"].is_not_null().sum()),
                  "is_long": int(kept["is_long"].sum())},
@@ -259,6 +262,14 @@ def _stats(manifest: pl.DataFrame, kept: pl.DataFrame, dropped: pl.DataFrame, cf
                             "long_caption": _histogram(kept["n_tokens_long"])},
         "held_out": held_out_overlap(kept),
     }
+
+
+def recaption_counts(kept: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per source: curated rows, and how many have no short / no long caption."""
+    table = kept.group_by("source").agg(
+        rows=pl.len(), no_short_caption=pl.col("short_caption").null_count(),
+        no_long_caption=pl.col("long_caption").null_count())
+    return {row.pop("source"): row for row in table.sort("source").to_dicts()}
 
 
 def held_out_metrics(held_out: dict) -> list[tuple[str, str, str, float]]:
@@ -325,6 +336,7 @@ def _result(paths: Paths, stats: dict, resumed: bool) -> StageOutput:
                        rows={"captions": stats["curated"], "dropped": stats["dropped"]},
                        summary={"curated": stats["curated"], "dropped": stats["dropped"],
                                 "drop_reasons": stats["rejection_reasons"]["curate"],
+                                "recaptions": stats["recaptions"],
                                 "per_split": stats["per_split"], "resumed": resumed},
                        metrics=held_out_metrics(stats["held_out"]))
 
@@ -341,9 +353,9 @@ def curate(cfg: Profile) -> StageOutput:
 
     rows = (manifest.filter(pl.col("status") == "kept")
                     .with_columns(caption=normalise_expr(pl.col("caption")),
-                                  long_caption=normalise_expr(pl.col("long_caption")))
-                    .with_columns(long_caption=pl.when(pl.col("long_caption").str.len_chars() > 0)
-                                  .then(pl.col("long_caption"))))
+                                  **{c: normalise_expr(pl.col(c)) for c in RECAPTIONS})
+                    .with_columns(pl.when(pl.col(c).str.len_chars() > 0).then(pl.col(c)).alias(c)
+                                  for c in RECAPTIONS))
     rows = _first_reason(rows, cfg.curate)
     dropped = [rows.filter(pl.col("reason").is_not_null()).select("_row", "key", "reason", "detail")]
     rows = rows.filter(pl.col("reason").is_null()).drop("reason", "detail")

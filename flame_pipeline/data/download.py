@@ -44,12 +44,13 @@ from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
-WORK_FORMAT = 7
+WORK_FORMAT = 8
 
 SHARD_COLUMNS = {"key": "str", "image": "bytes"}
 MANIFEST_SCHEMA = {
     "key": pl.String, "source": pl.String, "source_ref": pl.String, "split": pl.String,
-    "caption": pl.String, "long_caption": pl.String, "language": pl.String, "labels": pl.String,
+    "caption": pl.String, "short_caption": pl.String, "long_caption": pl.String,
+    "language": pl.String, "labels": pl.String,
     "group": pl.String, "status": pl.String, "reason": pl.String, "n_bytes": pl.Int64,
     "width": pl.Int32, "height": pl.Int32, "sha256": pl.String,
 }
@@ -113,12 +114,15 @@ def _prepare(data: bytes | None, limits: Limits) -> PreparedImage:
 def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
     """The sample's manifest row, and its PNG when kept."""
     caption, caption_bad = check_text(sample.caption)
-    long_caption, long_bad = check_text(sample.long_caption)
-    if long_bad == "empty":          # a long caption is optional
-        long_caption, long_bad = None, None
+    recaptions, recaption_bad = {}, None
+    for field in ("short_caption", "long_caption"):   # optional: empty is none
+        text, bad = check_text(getattr(sample, field))
+        recaptions[field] = text if bad != "empty" else None
+        if bad not in (None, "empty"):
+            recaption_bad = recaption_bad or f"{field.replace('_', ' ')} {bad}"
     row = {
         "key": sample.key, "source": sample.source, "source_ref": sample.source_ref,
-        "split": sample.split, "caption": caption, "long_caption": long_caption,
+        "split": sample.split, "caption": caption, **recaptions,
         "language": sample.language, "labels": json.dumps(sample.labels, sort_keys=True, ensure_ascii=False),
         "group": sample.group, "status": "rejected", "reason": None,
         "n_bytes": None if sample.image is None else len(sample.image),
@@ -128,8 +132,8 @@ def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
         row["reason"] = sample.reject_reason
     elif caption_bad:
         row["reason"] = f"{caption_bad} caption" if caption_bad == "empty" else f"caption {caption_bad}"
-    elif long_bad:
-        row["reason"] = f"long caption {long_bad}"
+    elif recaption_bad:
+        row["reason"] = recaption_bad
     else:
         img = _prepare(sample.image, limits)
         if img.reason:
@@ -247,6 +251,15 @@ def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
     return manifest
 
 
+def missing_recaptions(manifest: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per source, how many kept rows have no short and no long caption (``no_short_caption``,
+    ``no_long_caption``): a source without recaptions says so, never silently."""
+    kept = manifest.filter(pl.col("status") == "kept")
+    table = kept.group_by("source").agg(no_short_caption=pl.col("short_caption").null_count(),
+                                         no_long_caption=pl.col("long_caption").null_count())
+    return {row.pop("source"): row for row in table.sort("source").to_dicts()}
+
+
 def download(cfg: Profile) -> StageOutput:
     """Run every configured source; write ``raw/shards/`` and ``raw/manifest.parquet``."""
     paths = Paths.of(cfg)
@@ -262,6 +275,8 @@ def download(cfg: Profile) -> StageOutput:
     per_source: dict[str, dict[str, int]] = {}
     for source, status, n in manifest.group_by("source", "status").len().sort("source", "status").iter_rows():
         per_source.setdefault(source, {})[status] = n
+    for source, counts in missing_recaptions(manifest).items():
+        per_source[source].update(counts)
     return StageOutput(
         artifacts={"shards": paths.raw_shards, "manifest": paths.manifest},
         rows={"manifest": manifest.height, "shards": kept},

@@ -13,10 +13,16 @@ stem; a caption file without an image is a row too ("missing image"); an image o
 is a link leading out of the folder rejects its row unread. In both, a file over ``max_bytes``
 rejects its sample ("too large") without being read.
 
-Group (``group_key``): the value of that key in the sample's ``.json`` (WebDataset) or in the
-image's sidecar ``<stem>.json`` (folder) becomes the sample's ``group``, which curation keeps on
-one side of the split (a string or a number; absent or null: no group; a list, object or
-boolean rejects the sample, "bad group"; unreadable JSON, "bad json").
+The sample's ``.json`` (WebDataset) or the image's sidecar ``<stem>.json`` (folder) may carry
+recaptions, ``short_caption`` and ``long_caption`` (``recaptions.py``; a value that is not a
+string rejects the sample, "bad recaption"), and the group: with ``group_key`` set, that key's
+value becomes the sample's ``group``, which curation keeps on one side of the split (a string
+or a number; absent or null: no group; a list, object or boolean rejects the sample, "bad
+group"). JSON that does not parse, or is not an object, rejects the sample, "bad json".
+
+The sample key a recaption table joins on (``sample_key``): a WebDataset sample's own key
+(``__key__``, without the tar's stem), a folder image's path relative to the folder without
+its suffix (``sub/0001``).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from flame_pipeline.config import FolderSource, WebDatasetSource
+from flame_pipeline.data.recaptions import json_recaptions
 from flame_pipeline.data.sample import RawSample
 
 TAR_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -50,30 +57,27 @@ def _split_key(name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2).lower()) if m else (name, "")
 
 
-def _json_caption(raw: bytes) -> tuple[str | bytes | None, str | None]:
+def _json_object(raw: bytes | None) -> tuple[dict, str | None]:
+    """A sample's JSON object ({} when there is none), or ({}, "bad json")."""
+    if raw is None:
+        return {}, None
     try:
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, "bad json"
-    caption = meta.get("caption") if isinstance(meta, dict) else None
-    return (caption if isinstance(caption, str) else None), None
+        return {}, "bad json"
+    return (meta, None) if isinstance(meta, dict) else ({}, "bad json")
 
 
-def _json_group(raw: bytes | None, group_key: str | None) -> tuple[str | None, str | None]:
-    """(group, None) from ``group_key`` of a JSON object (None when there is no such value), or
-    (None, reason) when the JSON or the value cannot give a group."""
-    if group_key is None or raw is None:
-        return None, None
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, "bad json"
-    value = meta.get(group_key) if isinstance(meta, dict) else None
-    if value is None or value == "":
-        return None, None
+def _json_fields(meta: dict, group_key: str | None) -> tuple[dict, str | None]:
+    """The RawSample fields a sample's JSON object gives (recaptions, group), or the reason it
+    rejects the sample."""
+    fields, reason = json_recaptions(meta)
+    value = meta.get(group_key) if group_key is not None else None
+    if reason is not None or value is None or value == "":
+        return fields, reason
     if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return str(value), None
-    return None, "bad group"
+        return dict(fields, group=str(value)), None
+    return fields, "bad group"
 
 
 def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, bytes],
@@ -84,21 +88,23 @@ def _tar_sample(tar_stem: str, tar_path: Path, key: str, members: dict[str, byte
     image_ext = next((e for e in TAR_IMAGE_EXTS if e in members), None)
     if first:
         reason = "duplicate key"
-    caption: str | bytes | None = members.get("txt")
-    if reason is None and caption is None and "json" in members:
-        caption, reason = _json_caption(members["json"])
+    meta, json_reason = _json_object(members.get("json"))
+    caption = members.get("txt")
+    if caption is None:
+        caption = meta.get("caption") if isinstance(meta.get("caption"), str) else None
+    reason = reason or json_reason
     if reason is None and image_ext is None:
         reason = "missing image"
     if reason is None and caption is None:
         reason = "missing caption"
-    group = None
+    fields: dict = {}
     if reason is None:
-        group, reason = _json_group(members.get("json"), group_key)
+        fields, reason = _json_fields(meta, group_key)
     ref = f"{tar_path}:{key}.{image_ext or '*'}" + (f" (duplicate of {first})" if first else "")
     return RawSample(
         key=full_key, source="webdataset", source_ref=ref,
         image=members.get(image_ext) if reason is None else None, caption=caption,
-        group=group, reject_reason=reason)
+        sample_key=key, reject_reason=reason, **(fields if reason is None else {}))
 
 
 def _open_tar(path: Path) -> tarfile.TarFile:
@@ -199,11 +205,18 @@ def iter_folder(src: FolderSource, start: int = 0) -> Iterator[RawSample]:
             reason = "too large"
         else:
             reason = None
-        group, sidecar = None, path.with_suffix(".json")
-        if reason is None and src.group_key is not None and sidecar.is_file():
-            group, reason = ((None, "too large") if sidecar.stat().st_size > src.max_bytes
-                             else _json_group(sidecar.read_bytes(), src.group_key))
+        fields, sidecar = {}, path.with_suffix(".json")
+        if reason is None and sidecar.is_file():
+            if not sidecar.resolve().is_relative_to(inside):
+                reason = "link outside folder"
+            elif sidecar.stat().st_size > src.max_bytes:
+                reason = "too large"
+            else:
+                meta, reason = _json_object(sidecar.read_bytes())
+                if reason is None:
+                    fields, reason = _json_fields(meta, src.group_key)
         yield RawSample(key=key, source="folder", source_ref=_readable(str(path)),
                         image=path.read_bytes() if reason is None else None,
                         caption=txt.read_bytes() if reason is None else None,
-                        group=group, reject_reason=reason)
+                        sample_key=_readable(path.relative_to(root).with_suffix("").as_posix()),
+                        reject_reason=reason, **(fields if reason is None else {}))

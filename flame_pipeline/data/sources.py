@@ -16,6 +16,7 @@ from flame_pipeline.config import Profile, Source
 from flame_pipeline.data.emoji_art import iter_emoji_art
 from flame_pipeline.data.local import iter_folder, iter_webdataset
 from flame_pipeline.data.packaged import iter_emoji, iter_fashion_mnist, iter_openclipart
+from flame_pipeline.data.recaptions import with_recaptions
 from flame_pipeline.data.sample import RawSample
 from flame_pipeline.data.scenes import generate_scenes
 from flame_pipeline.data.urls import iter_url_list
@@ -41,18 +42,29 @@ def _stat(path: Path) -> list:
     return [path.as_posix(), st.st_size, st.st_mtime_ns]
 
 
+def _table(src: Source) -> list[Path]:
+    """The source's recaption table, if it names one (``data/recaptions.py``)."""
+    return [Path(src.recaptions)] if src.recaptions else []
+
+
+def _table_state(src: Source) -> list:
+    # by content, as a URL list: an edited table starts the source afresh
+    return [sha256_file(p) for p in _table(src) if p.is_file()]
+
+
 def _url_list_state(src: Source) -> list:
     # by content: an edited list starts afresh, a touched one does not (bytes come from the URL cache)
-    return [sha256_file(src.path)] if Path(src.path).is_file() else []
+    return ([sha256_file(src.path)] if Path(src.path).is_file() else []) + _table_state(src)
 
 
 def _webdataset_state(src: Source) -> list:
-    return [_stat(Path(p)) for p in src.paths if Path(p).is_file()]
+    return [_stat(Path(p)) for p in src.paths if Path(p).is_file()] + _table_state(src)
 
 
 def _folder_state(src: Source) -> list:
     root = Path(src.path)
-    return [_stat(p) for p in sorted(root.rglob("*")) if p.is_file()] if root.is_dir() else []
+    files = [_stat(p) for p in sorted(root.rglob("*")) if p.is_file()] if root.is_dir() else []
+    return files + _table_state(src)
 
 
 # Packaged data (Debian files, the generator) is taken as fixed, except whether OpenClipart's
@@ -80,16 +92,17 @@ SOURCES: dict[str, SourceKind] = {
         state=lambda src: [(Path(src.root) / "svg").is_dir()]),
     "url_list": SourceKind(
         "a CSV/TSV/Parquet list of image URLs and captions, fetched once into a cache",
-        read=lambda cfg, src, start: iter_url_list(src, Paths.of(cfg).url_cache, start),
-        watch=lambda src: [Path(src.path)], state=_url_list_state),
+        read=lambda cfg, src, start: with_recaptions(
+            iter_url_list(src, Paths.of(cfg).url_cache, start), src.recaptions),
+        watch=lambda src: [Path(src.path), *_table(src)], state=_url_list_state),
     "webdataset": SourceKind(
         "WebDataset tar shards (image + caption members per sample)",
-        read=lambda cfg, src, start: iter_webdataset(src, start),
-        watch=lambda src: [Path(p) for p in src.paths], state=_webdataset_state),
+        read=lambda cfg, src, start: with_recaptions(iter_webdataset(src, start), src.recaptions),
+        watch=lambda src: [*map(Path, src.paths), *_table(src)], state=_webdataset_state),
     "folder": SourceKind(
         "a folder of images, each with a caption file beside it",
-        read=lambda cfg, src, start: iter_folder(src, start),
-        watch=lambda src: [Path(src.path)], state=_folder_state),
+        read=lambda cfg, src, start: with_recaptions(iter_folder(src, start), src.recaptions),
+        watch=lambda src: [Path(src.path), *_table(src)], state=_folder_state),
 }
 
 

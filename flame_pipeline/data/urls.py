@@ -12,6 +12,9 @@ that does not parse (an unclosed quote) is rejected as "malformed row".
 
 ``group_column`` names a column whose value becomes the row's ``group`` (rows sharing it go to
 one side of the split: the same product, the same concept); an empty cell is no group.
+``short_caption_column`` and ``long_caption_column`` name the columns of the row's recaptions
+(an empty cell: none), ``key_column`` the column of its sample key, which a recaption table
+joins on (without it, the row number as the row's key writes it: ``00000042``).
 """
 from __future__ import annotations
 
@@ -76,6 +79,19 @@ class UrlRow(NamedTuple):
     caption: Cell
     group: str | None       # the group_column's cell (None without one, or empty)
     problem: str | None     # "malformed row" for a TSV/CSV line that does not parse
+    short_caption: Cell = None
+    long_caption: Cell = None
+    sample_key: str | None = None   # the key_column's cell (None without one, or empty)
+
+
+def _optional_columns(src: UrlListSource) -> list[str | None]:
+    """The optional columns a row's fields come from, in UrlRow order after ``problem``."""
+    return [src.short_caption_column, src.long_caption_column, src.key_column]
+
+
+def _blank(value: Cell) -> Cell:
+    """An empty cell is no value."""
+    return None if value in ("", b"") else value
 
 
 def read_url_list(src: UrlListSource) -> list[UrlRow]:
@@ -87,12 +103,16 @@ def read_url_list(src: UrlListSource) -> list[UrlRow]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         frame = pl.read_parquet(path)
-        for col in (src.url_column, src.caption_column, src.group_column):
+        for col in (src.url_column, src.caption_column, src.group_column, *_optional_columns(src)):
             if col is not None and col not in frame.columns:
                 raise ValueError(f"{path}: no column {col!r} (columns: {frame.columns})")
-        groups = frame[src.group_column].to_list() if src.group_column else [None] * frame.height
-        return [UrlRow(u, c, _group(g), None) for u, c, g in
-                zip(frame[src.url_column].to_list(), frame[src.caption_column].to_list(), groups)]
+
+        def column(name: str | None) -> list:
+            return frame[name].to_list() if name else [None] * frame.height
+        short, long, key = (column(c) for c in _optional_columns(src))
+        return [UrlRow(u, c, _group(g), None, _blank(s), _blank(lc), _group(k)) for u, c, g, s, lc, k in
+                zip(column(src.url_column), column(src.caption_column), column(src.group_column),
+                    short, long, key)]
     if suffix not in (".tsv", ".csv"):
         raise ValueError(f"{path}: url list must be .tsv, .csv or .parquet")
     # utf-8-sig: spreadsheet programs start a CSV with a byte order mark
@@ -107,17 +127,17 @@ def read_url_list(src: UrlListSource) -> list[UrlRow]:
     cells = [_cells(line, suffix) for line in lines]
     if not src.header:
         names = [f"column_{i + 1}" for i in range(max((len(r) for r in cells if r), default=0))]
-    try:
-        ui, ci = names.index(src.url_column), names.index(src.caption_column)
-        gi = names.index(src.group_column) if src.group_column else None
-    except ValueError:
-        group = f" and group column {src.group_column!r}" if src.group_column else ""
-        raise ValueError(f"{path}: needs columns {src.url_column!r} and {src.caption_column!r}{group}; "
-                         f"found {names}") from None
+    wanted = [src.url_column, src.caption_column, src.group_column, *_optional_columns(src)]
+    missing = [c for c in wanted if c is not None and c not in names]
+    if missing:
+        raise ValueError(f"{path}: needs column(s) {', '.join(map(repr, missing))}; found {names}")
+    at = [names.index(c) if c is not None else None for c in wanted]
+
+    def cell(r: list[str], i: int | None) -> Cell:
+        return _undecoded(r[i]) if i is not None and i < len(r) else None
     return [UrlRow(_undecoded(line.rstrip("\r\n")), None, None, "malformed row") if r is None else
-            UrlRow(_undecoded(r[ui]) if ui < len(r) else None,
-                   _undecoded(r[ci]) if ci < len(r) else None,
-                   _group(_undecoded(r[gi])) if gi is not None and gi < len(r) else None, None)
+            UrlRow(cell(r, at[0]), cell(r, at[1]), _group(cell(r, at[2])), None,
+                   _blank(cell(r, at[3])), _blank(cell(r, at[4])), _group(cell(r, at[5])))
             for line, r in zip(lines, cells)]
 
 
@@ -260,6 +280,8 @@ def iter_url_list(src: UrlListSource, cache_dir: str | Path, start: int = 0) -> 
                 key = f"url_list/{stem}/{i:08d}"
                 yield RawSample(key=key, source="url_list", source_ref=_text_ref(row.url),
                                 image=got.data, caption=row.caption, group=row.group,
+                                short_caption=row.short_caption, long_caption=row.long_caption,
+                                sample_key=row.sample_key or f"{i:08d}",
                                 reject_reason=row.problem or got.reason)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from flame_pipeline.config import ClassFoldersBenchmark, Profile
 from flame_pipeline.eval.benchmark_files import Folder, Loaded, Row
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.queries import single_set
+from flame_pipeline.eval.prompt_sets import single_set
 from flame_pipeline.eval.scoring import row_zeroshot
 
 TEMPLATES = Path(__file__).parent / "templates"   # shipped template sets: <name>.txt

@@ -18,7 +18,7 @@ a blue square", and each kind makes one hard negative from it (SugarCrepe, Hsieh
 does. A model scores a pair right when the image's cosine with the true caption is higher than
 with the negative (a tie is wrong); accuracy per kind in percent (chance 50) as
 ``compositional/<kind>``. Captions are short English text (prompt set by
-``queries.query_set``).
+``prompt_sets.query_set``).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from flame_pipeline.config import CompositionalBenchmark, Profile, ScenesSource
 from flame_pipeline.data.scene_lexicon import COLOURS, SHAPES, English
 from flame_pipeline.data.scenes import Scene, SceneObject, render_png, sample_scene, scene_rng
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.queries import query_set
+from flame_pipeline.eval.prompt_sets import query_set
 
 KINDS = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj", "add_att")
 PHRASES = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}

@@ -20,7 +20,7 @@ from flame_pipeline.data.scenes import class_text as scene_class_text
 from flame_pipeline.eval.data import label_dicts
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval.probe import linear_probe as fit_probe
-from flame_pipeline.eval.queries import caption_set, long_set
+from flame_pipeline.eval.prompt_sets import caption_set, long_set
 from flame_pipeline.eval.retrieval import retrieval as recall, retrieval_per_language
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 

@@ -29,7 +29,7 @@ from flame_pipeline.eval import plots
 from flame_pipeline.eval.curated import Curated, Results, Task, classification_tasks
 from flame_pipeline.eval.data import load_images, load_rows
 from flame_pipeline.eval.encoders import MODELS, EvalModel, load_eval_model
-from flame_pipeline.eval.interpret import token_map
+from flame_pipeline.eval.interpret import TokenReader, token_map
 from flame_pipeline.eval.registry import Suite, run_suite, warnings
 from flame_pipeline.files import sha256_file, sha256_text, sha256_tree, write_json
 from flame_pipeline.paths import Paths
@@ -54,7 +54,7 @@ def run_benchmarks(cfg: Profile, model: EvalModel, test: pl.DataFrame, train: pl
     return run_suite(Suite(cfg, data), model)
 
 
-def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode_token,
+def interpretability(cfg: Profile, model: EvalModel, reader: TokenReader, decode_token,
                      test: pl.DataFrame, images: dict[str, bytes], path) -> list[list[list[str]]]:
     """The token map of the first test images (scenes first), drawn as one PNG at ``path``."""
     rows = (test.filter(~pl.col("hard_negative"))
@@ -63,7 +63,7 @@ def interpretability(cfg: Profile, model: EvalModel, vocab: torch.Tensor, decode
                 .head(cfg.eval.interpret_images))
     pngs = [images[k] for k in rows["key"]]
     tokens = torch.from_numpy(model.projected_tokens(pngs))
-    grids = [token_map(t, vocab, cfg.eval.interpret_cells, decode_token) for t in tokens]
+    grids = [token_map(t, reader, cfg.eval.interpret_cells, decode_token) for t in tokens]
     plots.token_map_figure([np.asarray(decode(p)) for p in pngs], grids, path)
     return grids
 
@@ -115,7 +115,8 @@ def _finished(paths: Paths, fp: dict) -> dict | None:
 
 def evaluate(cfg: Profile) -> StageOutput:
     from flame_pipeline.llm_files import load_tokenizer
-    from flame_pipeline.text.llm import load_llm, output_embedding
+    from flame_pipeline.text.encoder import TextEncoder
+    from flame_pipeline.text.llm import final_norm, load_llm, output_embedding
 
     paths = Paths.of(cfg)
     fp = fingerprint(cfg)
@@ -152,15 +153,16 @@ def evaluate(cfg: Profile) -> StageOutput:
         made.append(plots.language_bars(per_lang, paths.multilingual_plot))
     grids = None
     if cfg.eval.has("interpretability"):
-        llm, _ = load_llm(cfg.embed)   # for its output embedding; freed after the map
-        try:
-            vocab = output_embedding(cfg.embed, llm)
+        llm, _ = load_llm(cfg.embed)   # for its final norm and LM head; freed after the map
+        try:   # the map reads cells with the statistics of the plan's first prompt set
+            reader = TokenReader(TextEncoder.of(cfg).postprocess(), cfg.embed.plan[0][1],
+                                 final_norm(llm), output_embedding(cfg.embed, llm))
         except ValueError as err:      # no LM head to map through: the other benchmarks stand
             skipped.append(f"interpretability: {err}")
-            vocab = None
+            reader = None
         del llm
-        if vocab is not None:
-            grids = interpretability(cfg, models["flame"], vocab,
+        if reader is not None:
+            grids = interpretability(cfg, models["flame"], reader,
                                      lambda i: tokenizer.decode([i]), test, images,
                                      paths.token_map_plot)
             made.append(paths.token_map_plot)

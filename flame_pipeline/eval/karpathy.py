@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from flame_pipeline.config import KarpathyBenchmark, Profile
 from flame_pipeline.eval.benchmark_files import Folder, Loaded, Row
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.queries import query_set
+from flame_pipeline.eval.prompt_sets import query_set
 from flame_pipeline.eval.scoring import row_retrieval
 
 

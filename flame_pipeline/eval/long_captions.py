@@ -9,7 +9,7 @@
 
 Image paths are inside the benchmark's folder, under its ``image_dir``; with the benchmark's
 ``split`` set, records of other splits are excluded (DOCCI's ``test``). Scored: retrieval both
-ways, duplicate-aware, with the long prompt set (``queries.query_set(long=True)``), as
+ways, duplicate-aware, with the long prompt set (``prompt_sets.query_set(long=True)``), as
 ``long_retrieval``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from flame_pipeline.config import LongCaptionsBenchmark, Profile
 from flame_pipeline.eval.benchmark_files import Folder, Loaded, Row
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval.manifest import json_lines
-from flame_pipeline.eval.queries import query_set
+from flame_pipeline.eval.prompt_sets import query_set
 from flame_pipeline.eval.scoring import row_retrieval
 
 IMAGE_KEYS, TEXT_KEYS = ("image_file", "image"), ("description", "caption", "text")

@@ -8,7 +8,7 @@ problems, an empty text (``missing_text``), a language that is not a string
 (``bad_language``), a line that does not parse (``unreadable_row``).
 
 Scored: retrieval per language (duplicate-aware: images grouped by sha256, texts by content;
-the prompt set by language, ``queries.query_set``) as ``retrieval/<language>`` and, where two or
+each text through ``spec.prompt_set``, or with ``auto`` by its look, ``prompt_sets.auto_set``) as ``retrieval/<language>`` and, where two or
 more labels exist, zero-shot classification with the labels as class names and
 ``eval.zeroshot_templates`` as ``zeroshot``.
 """
@@ -23,8 +23,9 @@ import polars as pl
 from flame_pipeline.config import DataBenchmark, Profile
 from flame_pipeline.eval.benchmark_files import Folder, Loaded, Row
 from flame_pipeline.eval.encoders import EvalModel
-from flame_pipeline.eval.queries import single_set, query_set
+from flame_pipeline.eval.prompt_sets import auto_set, single_set
 from flame_pipeline.eval.scoring import row_retrieval, row_zeroshot
+from flame_pipeline.llm_files import load_tokenizer
 
 COLUMNS = ("image", "text", "language", "label")
 SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
@@ -107,13 +108,24 @@ def load(path: Path, spec: DataBenchmark) -> Loaded:
     return read_manifest(path)
 
 
+def query_sets(cfg: Profile, rows: list[Row], choice: str) -> dict[str, str]:
+    """text -> the prompt set that embeds it: ``choice``, or (``auto``) the set
+    ``prompt_sets.auto_set`` gives by the text's look (the kind of a manifest's text is unknown)."""
+    if choice != "auto":
+        return {r.text: choice for r in rows}
+    texts = sorted({(r.text, r.language) for r in rows})
+    counts = load_tokenizer(cfg.embed)([t for t, _ in texts], add_special_tokens=False)["input_ids"]
+    return {t: auto_set(t, lang, len(ids), cfg.curate.long_tokens, cfg.eval.prompt_mode)
+            for (t, lang), ids in zip(texts, counts)}
+
+
 def score(cfg: Profile, spec: DataBenchmark, model: EvalModel, loaded: Loaded) -> dict:
     ev = cfg.eval
     out = {}
     for lang in sorted({r.language for r in loaded.rows}):
         part = [r for r in loaded.rows if r.language == lang]
-        out[f"retrieval/{lang}"] = row_retrieval(
-            model, part, query_set(spec.prompt_set, ev.prompt_mode, lang), ev.recall_ks)
+        out[f"retrieval/{lang}"] = row_retrieval(model, part, query_sets(cfg, part, spec.prompt_set),
+                                                 ev.recall_ks)
     classes = sorted({r.label for r in loaded.rows if r.label is not None})
     if len(classes) >= 2:
         out["zeroshot"] = row_zeroshot(model, loaded.rows, classes, ev.zeroshot_templates,

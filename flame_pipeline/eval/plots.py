@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import functools
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
+from matplotlib import font_manager, ft2font, patheffects  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from flame_pipeline.files import atomic_path  # noqa: E402
@@ -20,6 +22,10 @@ from flame_pipeline.files import atomic_path  # noqa: E402
 # metrics layout used throughout evaluation: model -> benchmark -> metric -> value
 Metrics = Mapping[str, Mapping[str, Mapping[str, float]]]
 COLORS = {"flame": "tab:red", "clip": "tab:blue"}
+# the token map's fonts, in fallback order: matplotlib's DejaVu Sans (Latin, Greek, Cyrillic) and
+# Noto Sans CJK (Chinese, Japanese, Korean; Debian fonts-noto-cjk, which scripts/setup.sh installs)
+CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+TOKEN_CHARS = 10   # a token is cut to this many characters in its cell
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -75,9 +81,30 @@ def language_bars(per_language: Mapping[str, Mapping[str, Mapping[str, float]]],
     return _save(fig, path)
 
 
+@functools.lru_cache(maxsize=1)
+def token_fonts() -> tuple[tuple[str, ...], tuple[frozenset[int], ...]]:
+    """The families of the token map's fonts that are installed, and the code points each has."""
+    files = [Path(font_manager.findfont("DejaVu Sans")), CJK_FONT]
+    families, charmaps = [], []
+    for f in (f for f in files if f.is_file()):
+        font_manager.fontManager.addfont(str(f))
+        families.append(font_manager.FontProperties(fname=str(f)).get_name())
+        charmaps.append(frozenset(ft2font.FT2Font(str(f)).get_charmap()))
+    return tuple(families), tuple(charmaps)
+
+
+def drawable(token: str) -> str:
+    """A token cut to ``TOKEN_CHARS`` characters, each character that no font draws (or that is
+    a control character) written plainly as ``<U+XXXX>`` instead of a box."""
+    _, charmaps = token_fonts()
+    return "".join(c if c.isprintable() and any(ord(c) in m for m in charmaps) else f"<U+{ord(c):04X}>"
+                   for c in token[:TOKEN_CHARS])
+
+
 def token_map_figure(images: Sequence[np.ndarray], grids: Sequence[Sequence[Sequence[str]]],
                      path: str | Path, side: int = 256) -> Path:
-    """Each image upscaled to ``side`` px with its top-1 token written in every grid cell."""
+    """Each image upscaled to ``side`` px with its top-1 token written in every grid cell, in
+    fonts that cover Latin, Greek, Cyrillic and CJK scripts (``drawable``)."""
     if not images or len(images) != len(grids):
         raise ValueError("one token grid per image is required")
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.2), squeeze=False)
@@ -89,8 +116,9 @@ def token_map_figure(images: Sequence[np.ndarray], grids: Sequence[Sequence[Sequ
         step = side / cells
         for r, row in enumerate(grid):
             for c, token in enumerate(row):
-                ax.text((c + 0.5) * step, (r + 0.5) * step, token[:10], ha="center", va="center",
-                        fontsize=max(5, 40 // cells), color="white",
+                ax.text((c + 0.5) * step, (r + 0.5) * step, drawable(token), ha="center",
+                        va="center", fontsize=max(5, 40 // cells), color="white",
+                        fontfamily=list(token_fonts()[0]),
                         path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
         for i in range(1, cells):
             ax.axhline(i * step, color="white", lw=0.5, alpha=0.6)

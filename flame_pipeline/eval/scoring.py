@@ -3,12 +3,13 @@ and zero-shot classification over its rows, through the same functions as the ev
 own benchmarks (``retrieval.retrieval``, ``zeroshot``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from flame_pipeline.eval.benchmark_files import Row
 from flame_pipeline.eval.encoders import EvalModel
+from flame_pipeline.eval.prompt_sets import encode_by_set
 from flame_pipeline.eval.retrieval import retrieval
 from flame_pipeline.eval.zeroshot import class_embeddings, zeroshot_accuracy
 
@@ -23,16 +24,19 @@ def image_embeddings(model: EvalModel, rows: Sequence[Row]) -> np.ndarray:
     return emb[[index[r.sha256] for r in rows]]
 
 
-def row_retrieval(model: EvalModel, rows: Sequence[Row], prompt_set: str, ks: Sequence[int],
-                  per_entry: bool = False) -> dict[str, float]:
-    """R@K both ways over ``rows``' (image, text) pairs. Duplicate-aware by default (identical
+def row_retrieval(model: EvalModel, rows: Sequence[Row], prompt_set: str | Mapping[str, str],
+                  ks: Sequence[int], per_entry: bool = False) -> dict[str, float]:
+    """R@K both ways over ``rows``' (image, text) pairs, each text embedded through
+    ``prompt_set`` (one set, or text -> set). Duplicate-aware by default (identical
     images and identical texts are one gallery item each); ``per_entry`` counts as
     CLIP_benchmark does: each image entry is one gallery item and each caption its own query,
     so an image query is a hit when any of its captions ranks within K."""
     texts = [r.text for r in rows]
+    sets = (lambda t: [prompt_set] * len(t)) if isinstance(prompt_set, str) else \
+        (lambda t: [prompt_set[x] for x in t])
     return retrieval(image_embeddings(model, rows),
                      [r.entry if per_entry else r.sha256 for r in rows], texts,
-                     lambda t: model.text_embeddings(t, prompt_set), ks,
+                     lambda t: encode_by_set(model.text_embeddings, t, sets(t)), ks,
                      text_ids=list(range(len(rows))) if per_entry else None)
 
 

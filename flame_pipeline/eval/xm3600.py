@@ -18,7 +18,7 @@ from flame_pipeline.config import Profile, Xm3600Benchmark
 from flame_pipeline.eval.benchmark_files import Folder, Loaded, Row
 from flame_pipeline.eval.encoders import EvalModel
 from flame_pipeline.eval.manifest import json_lines
-from flame_pipeline.eval.queries import single_set
+from flame_pipeline.eval.prompt_sets import single_set
 from flame_pipeline.eval.scoring import row_retrieval
 
 JSONL = (".jsonl", ".jsonlines", ".ndjson")

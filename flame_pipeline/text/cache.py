@@ -29,10 +29,14 @@ def content_hash(obj) -> str:
 
 
 def model_fingerprint(embed_cfg: EmbedConfig) -> str:
-    """Everything about the model run that changes a vector, hashed."""
+    """Everything about the model run that changes a vector, hashed. The facet positions enter
+    only when they are not the default, so the default's cached vectors keep their keys."""
     _, dtype = device_and_dtype(embed_cfg)
-    return content_hash({"v": CACHE_VERSION, "llm": llm_identity(embed_cfg), "layer": embed_cfg.layer,
-                 "dtype": str(dtype), "max_tokens": embed_cfg.max_tokens})[:16]
+    run = {"v": CACHE_VERSION, "llm": llm_identity(embed_cfg), "layer": embed_cfg.layer,
+           "dtype": str(dtype), "max_tokens": embed_cfg.max_tokens}
+    if embed_cfg.positions != "restart":
+        run["positions"] = embed_cfg.positions
+    return content_hash(run)[:16]
 
 
 class EmbeddingCache:

@@ -31,13 +31,17 @@ from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
 from flame_pipeline.text.prompts import EmptyCaptionError, prepare_caption
 
 COLUMNS = {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"}
-REQUIRED = ("key", "split", "caption", "long_caption")
 ROW_CHUNK = 4096   # rows assembled at a time when writing the outputs
+
+
+def plan_fields(entry: tuple) -> tuple[str, ...]:
+    """The caption fields a plan entry embeds, in the order tried: (field,) or (field, fallback)."""
+    return (entry[0],) + tuple(entry[2:])
 
 
 def embedding_names(embed_cfg: EmbedConfig) -> list[str]:
     """Names of the E stored embeddings, in order: ``set`` for a one-facet set, else ``set/k``."""
-    sets = [ps for _, ps in embed_cfg.plan]
+    sets = [entry[1] for entry in embed_cfg.plan]
     if len(set(sets)) != len(sets):
         raise ValueError(f"embed.plan uses a prompt set twice: {sets}")
     names = []
@@ -50,30 +54,35 @@ def embedding_names(embed_cfg: EmbedConfig) -> list[str]:
     return names
 
 
-def _read_captions(path: Path) -> pl.DataFrame:
+def _read_captions(path: Path, embed_cfg: EmbedConfig) -> pl.DataFrame:
+    """The curated table's key, split and the caption fields ``embed.plan`` reads."""
     if not path.is_file():
         raise FileNotFoundError(f"curated captions not found: {path} (run the curate stage)")
     table = pl.read_parquet(path)
-    missing = [c for c in REQUIRED if c not in table.columns]
+    fields = sorted({f for entry in embed_cfg.plan for f in plan_fields(entry)})
+    missing = [c for c in ("key", "split", *fields) if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    return table.select(REQUIRED)
+    return table.select("key", "split", *fields)
 
 
 def _row_units(table: pl.DataFrame, embed_cfg: EmbedConfig) -> list[list[tuple[str, str] | None]]:
-    """Per row, per plan entry: (prompt set, normalised text), or None where the text is null.
-    Every empty text is reported at once, naming its key, before anything is computed."""
+    """Per row, per plan entry: (prompt set, normalised text) of the entry's field, or of its
+    fallback where the field is null; None where both are null (a recaption the sample lacks;
+    the caption is never null). Every empty text is reported at once, naming its key, before
+    anything is computed."""
     out, bad = [], []
     for row in table.iter_rows(named=True):
         units = []
-        for field, ps in embed_cfg.plan:
-            if row[field] is None and field == "long_caption":
+        for entry in embed_cfg.plan:
+            field = next((f for f in plan_fields(entry) if row[f] is not None), None)
+            if field is None and "caption" not in plan_fields(entry):
                 units.append(None)
                 continue
             try:
-                units.append((ps, prepare_caption(row[field] or "")))
+                units.append((entry[1], prepare_caption(row[field or "caption"] or "")))
             except EmptyCaptionError:
-                bad.append(f"{row['key']} ({field})")
+                bad.append(f"{row['key']} ({field or 'caption'})")
         out.append(units)
     if bad:
         raise EmptyCaptionError(f"{len(bad)} empty caption(s) in the curated table, e.g. "
@@ -119,8 +128,7 @@ def fit_postprocess(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postpr
 def _assemble(enc: TextEncoder, table: pl.DataFrame, rows: list, post: Postprocess,
               names: list[str], dim: int):
     """Yield (shard row, truncated, raw [E, d], processed [E, d]) per caption row, in order."""
-    plan = enc.cfg.plan
-    k_of = [len(enc.cfg.prompt_sets[ps].facets) for _, ps in plan]
+    k_of = [len(enc.cfg.prompt_sets[entry[1]].facets) for entry in enc.cfg.plan]
     keys = table["key"].to_list()
     for start in range(0, len(rows), ROW_CHUNK):
         chunk = rows[start:start + ROW_CHUNK]
@@ -152,7 +160,7 @@ def embed(cfg: Profile) -> StageOutput:
     names = embedding_names(ecfg)
     # training reads only the train split; evaluation embeds its own test queries through
     # TextEncoder (same cache), so `embed.splits: [train]` skips what it would not read
-    table = _read_captions(paths.captions).filter(pl.col("split").is_in(ecfg.splits))
+    table = _read_captions(paths.captions, ecfg).filter(pl.col("split").is_in(ecfg.splits))
     rows = _row_units(table, ecfg)
     enc = TextEncoder(ecfg, paths.embed_cache, paths.embed_postprocess)
     distributed.join()   # under torchrun each rank computes its share of the missing units
@@ -173,10 +181,12 @@ def embed(cfg: Profile) -> StageOutput:
     dim = enc.cache.get([enc.key(*all_units[0])])[0][0].shape[-1] if all_units else 0
     before, after = CosineMeter(names, dim), CosineMeter(names, dim)
     truncated: list[bool] = []
+    n_valid: list[int] = []
 
     def shard_rows():
         for row, t, raw, done in _assemble(enc, table, rows, post, names, dim):
             truncated.append(t)
+            n_valid.append(int(row["valid"].sum()))
             before.add(raw, row["valid"])
             after.add(done, row["valid"])
             yield row
@@ -195,8 +205,8 @@ def embed(cfg: Profile) -> StageOutput:
         aniso[f"mean_{when}"] = round(float(np.mean(vals)), 4) if vals else None
     meta = {"model": ecfg.llm, "identity": llm_identity(ecfg), "fingerprint": enc.fingerprint,
             "layer": ecfg.layer, "dim": int(dim), "dtype": str(device_and_dtype(ecfg)[1]),
-            "names": names, "plan": [list(p) for p in ecfg.plan],
-            "prompt_sets": {ps: ecfg.prompt_sets[ps].model_dump() for _, ps in ecfg.plan},
+            "names": names, "plan": [list(p) for p in ecfg.plan], "positions": ecfg.positions,
+            "prompt_sets": {p[1]: ecfg.prompt_sets[p[1]].model_dump() for p in ecfg.plan},
             "max_tokens": ecfg.max_tokens, "postprocess": ecfg.postprocess,
             "mean_cosine": aniso, "rows": table.height, "truncated": int(sum(truncated)),
             "valid_per_name": dict(zip(names, before.n.tolist()))}
@@ -204,6 +214,10 @@ def embed(cfg: Profile) -> StageOutput:
     summary["truncated"] = int(sum(truncated))
     metrics = [(ecfg.llm, "embed", f"mean_cosine_{w}", float(aniso[f"mean_{w}"]))
                for w in ("before", "after") if aniso.get(f"mean_{w}") is not None]
+    if n_valid:   # valid embeddings per stored row, of len(names) (a sample lacking a recaption has fewer)
+        valid = {"valid_min": float(min(n_valid)), "valid_mean": round(float(np.mean(n_valid)), 4)}
+        summary.update(valid)
+        metrics += [(ecfg.llm, "embed", name, value) for name, value in valid.items()]
     return StageOutput(
         artifacts={"embed_shards": paths.embed_shards, "embed_index": paths.embed_index,
                    "embed_meta": paths.embed_meta, "embed_postprocess": paths.embed_postprocess},

@@ -80,7 +80,8 @@ class TextEncoder:
             for ps in sorted(by_set):
                 items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
                 for chunk in self._batches(items):
-                    emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer)
+                    emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer,
+                                           self.cfg.positions)
                     self.forward_passes += 1
                     self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
                                    [tok.truncated for _, tok in chunk])

@@ -6,7 +6,9 @@ One row of a batch is ``P F1 F2 ... FK`` (right-padded). The additive attention 
   - no real token see a pad (pads are masked as KEY columns; a pad query sees only itself,
     so no softmax row is empty and no NaN can leak through a zero weight).
 Position ids restart at |P| for every facet, so each facet is computed exactly as if
-``P + Fk`` had been run alone: that equality is what tests/test_facets.py checks.
+``P + Fk`` had been run alone: that equality is what tests/test_facets.py checks. With
+``embed.positions: continue`` (the reference code's layout) they run on across the facets
+instead: facet k starts at |P| + |F1| + ... + |F(k-1)|, as in the packed sequence.
 Embedding k = ``hidden_states[layer]`` at the last token of Fk, L2-normalised.
 
 Models with sliding-window layers (Gemma 3, some Qwen2 configs) get a second mask with the
@@ -37,8 +39,9 @@ class PackedBatch:
         return int((self.segments != PAD).sum())
 
 
-def pack(rows: list[PromptTokens], pad_id: int = 0) -> PackedBatch:
-    """Lay out rows as P F1..FK with restarting positions, right-padded to the longest row."""
+def pack(rows: list[PromptTokens], pad_id: int = 0, positions: str = "restart") -> PackedBatch:
+    """Lay out rows as P F1..FK, right-padded to the longest row; each facet's positions
+    ``restart`` at |P| or ``continue`` from the facet before it."""
     length = max(r.n_tokens for r in rows)
     k_max = max(len(r.facets) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -54,7 +57,8 @@ def pack(rows: list[PromptTokens], pad_id: int = 0) -> PackedBatch:
         for k, facet in enumerate(row.facets):
             n = len(facet)
             ids[b, at:at + n] = torch.tensor(facet)
-            pos[b, at:at + n] = torch.arange(p, p + n)
+            first = p if positions == "restart" else at
+            pos[b, at:at + n] = torch.arange(first, first + n)
             seg[b, at:at + n] = k + 1
             last[b, k] = at + n - 1
             at += n
@@ -94,11 +98,13 @@ def attention_mask(model, batch: PackedBatch, device: torch.device, dtype: torch
 
 
 @torch.inference_mode()
-def facet_embeddings(model, rows: list[PromptTokens], layer: int = -2) -> list[torch.Tensor]:
+def facet_embeddings(model, rows: list[PromptTokens], layer: int = -2,
+                     positions: str = "restart") -> list[torch.Tensor]:
     """One forward pass for ``rows``; per row a float32 tensor [K, d] of L2-normalised
-    hidden states (``hidden_states[layer]``) at the last token of each facet."""
+    hidden states (``hidden_states[layer]``) at the last token of each facet (``positions``:
+    see ``pack``)."""
     param = next(model.parameters())
-    batch = pack(rows)
+    batch = pack(rows, positions=positions)
     out = model(input_ids=batch.input_ids.to(param.device),
                 position_ids=batch.position_ids.to(param.device),
                 attention_mask=attention_mask(model, batch, param.device, param.dtype),

@@ -1,6 +1,6 @@
-"""Loading the frozen LLM text encoder: the model on its device and dtype, its output
-embedding (the token map's vocabulary) and its hidden size. Which files ``embed.llm`` names,
-the conversion cache and the tokenizer are ``flame_pipeline/llm_files.py``'s.
+"""Loading the frozen LLM text encoder: the model on its device and dtype, its final norm and
+output embedding (how the token map reads a hidden state) and its hidden size. Which files
+``embed.llm`` names, the conversion cache and the tokenizer are ``flame_pipeline/llm_files.py``'s.
 
 The loaded model is frozen (``requires_grad=False``) and in eval mode; it is only ever run
 under ``torch.inference_mode``.
@@ -81,6 +81,18 @@ def output_embedding(embed_cfg: EmbedConfig, model) -> torch.Tensor:
     lm = AutoModelForCausalLM.from_pretrained(str(src.path) if src.path else src.name,
                                               dtype=torch.float32)
     return lm.get_output_embeddings().weight.detach().float()
+
+
+def final_norm(model) -> torch.nn.Module:
+    """A float32 CPU copy of the LLM's final norm (the one before its LM head), which the token
+    map applies to a hidden state as the LLM does; ``model`` is the base model ``load_llm``
+    returns (Llama, Qwen2 and Gemma 3 name it ``norm``)."""
+    import copy
+
+    norm = getattr(model, "norm", None)
+    if not isinstance(norm, torch.nn.Module):
+        raise ValueError(f"{type(model).__name__} has no final norm named 'norm'")
+    return copy.deepcopy(norm).float().cpu().eval()
 
 
 def hidden_size(embed_cfg: EmbedConfig) -> int:

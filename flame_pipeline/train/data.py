@@ -112,10 +112,12 @@ def pool_mask(names: list[str], pool: list[str]) -> np.ndarray:
 
 
 class StoredEmbeddings:
-    """FLAME's texts: M of a sample's valid stored facet embeddings per step.
+    """FLAME's texts: up to M of a sample's valid stored facet embeddings per step.
 
-    M distinct embeddings in a random order when the sample has at least M valid ones in the
-    pool (``train.pool``, default all), else M draws with replacement among those.
+    M distinct embeddings in a random order, drawn without replacement from the sample's valid
+    ones in the pool (``train.pool``, default all); a sample with fewer than M has each of them
+    once, in a random order, then empty slots: ``texts`` [M, d] with zeros there and
+    ``text_mask`` [M] false there (the loss counts no empty slot, so no text counts twice).
     """
 
     def __init__(self, cfg: Profile):
@@ -172,11 +174,12 @@ class StoredEmbeddings:
     def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         row = self.shards.get_item(self.index[key])
         pool = torch.from_numpy(np.flatnonzero(row["valid"].astype(bool) & self.pool))
-        if len(pool) >= self.positives:
-            pick = pool[torch.randperm(len(pool), generator=generator)[: self.positives]]
-        else:
-            pick = pool[torch.randint(len(pool), (self.positives,), generator=generator)]
-        return {"texts": torch.from_numpy(row["emb"][pick.numpy()].astype(np.float32))}
+        pick = pool[torch.randperm(len(pool), generator=generator)[: self.positives]].numpy()
+        texts = np.zeros((self.positives, self.dim), np.float32)
+        texts[: len(pick)] = row["emb"][pick]
+        mask = torch.zeros(self.positives, dtype=torch.bool)
+        mask[: len(pick)] = True
+        return {"texts": torch.from_numpy(texts), "text_mask": mask}
 
 
 class TrainSamples(Dataset):

@@ -40,13 +40,14 @@ def flame_recipe(cfg: Profile) -> Recipe:
              "names": list(texts.meta["names"])}
 
     def features(wrapped: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        return {"images": wrapped(batch["pixels"]), "texts": batch["texts"]}
+        return {"images": wrapped(batch["pixels"]), "texts": batch["texts"], "text_mask": batch["text_mask"]}
 
     def head(bare: FlameModel) -> dict[str, torch.Tensor]:
         return {"logit_scale": bare.logit_scale, "logit_bias": bare.logit_bias}
 
     def loss(feats: dict, head: dict) -> torch.Tensor:
-        return sigmoid_loss(feats["images"], feats["texts"], head["logit_scale"], head["logit_bias"])
+        return sigmoid_loss(feats["images"], feats["texts"], head["logit_scale"], head["logit_bias"],
+                            feats["text_mask"])
 
     return Recipe(kind="flame", paths=Paths.of(cfg), model=model, data=data, features=features,
                   head=head, loss=loss,

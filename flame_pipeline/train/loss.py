@@ -22,29 +22,45 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
+# the largest logit scale either loss uses: exp(logit_scale) is clamped here (ln 100 on the
+# parameter's log scale), as CLIP and the reference code do; past it the scale gets no gradient
+MAX_LOGIT_SCALE = 100.0
+
+
+def scale_of(logit_scale: torch.Tensor) -> torch.Tensor:
+    """The multiplier of the cosines: exp(logit_scale), clamped at ``MAX_LOGIT_SCALE``."""
+    return logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
+
+
 def sigmoid_loss(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor,
-                 logit_bias: torch.Tensor) -> torch.Tensor:
+                 logit_bias: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-positive sigmoid loss.
 
-    ``images`` [B, d]; ``texts`` [B, M, d] (the M positives of each image). Logits
-    [B, M * B_global] = exp(scale) * cos + bias; label +1 on an image's own M texts, -1 elsewhere;
-    loss = sum(-log sigmoid(label * logit)) / (M * B).
+    ``images`` [B, d]; ``texts`` [B, M, d], the M text slots of each image; ``mask`` [B, M]
+    (default all true) says which slots hold a text: a sample with fewer than M valid
+    embeddings fills the rest with empty slots, which are neither positives nor negatives.
+    Logits [B, M * B_global] = scale * cos + bias (scale = exp(logit_scale), at most
+    ``MAX_LOGIT_SCALE``); label +1 on an image's own texts, -1 on every other text;
+    loss = sum over (image, text) of -log sigmoid(label * logit) / the number of texts. Under
+    torchrun each rank's share is scaled so that the mean over ranks is that global loss.
     """
     b, m, _ = texts.shape
-    rank, _ = world()
+    rank, size = world()
+    if mask is None:
+        mask = torch.ones(b, m, dtype=torch.bool, device=texts.device)
     img = F.normalize(images.float(), dim=-1)
     txt = gather(F.normalize(texts.float(), dim=-1).flatten(0, 1))
-    logits = logit_scale.float().exp() * img @ txt.T + logit_bias.float()
+    real = gather(mask.flatten().float())                                  # [M * B_global]
+    logits = scale_of(logit_scale) * img @ txt.T + logit_bias.float()
     labels = -torch.ones_like(logits)
     rows = torch.arange(b, device=logits.device).repeat_interleave(m)
     cols = rank * b * m + torch.arange(b * m, device=logits.device)
     labels[rows, cols] = 1.0
-    return -F.logsigmoid(labels * logits).sum() / (m * b)
+    return -(F.logsigmoid(labels * logits) * real).sum() * size / real.sum()
 
 
-def info_nce(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor,
-             max_scale: float = 100.0) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) with temperature exp(scale) clamped at ``max_scale``.
+def info_nce(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) with temperature exp(scale) clamped at ``MAX_LOGIT_SCALE``.
 
     ``images``, ``texts`` [B, d]: pair i is the positive, every other global pair a negative.
     """
@@ -52,7 +68,7 @@ def info_nce(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tenso
     rank, _ = world()
     img = F.normalize(images.float(), dim=-1)
     txt = F.normalize(texts.float(), dim=-1)
-    scale = logit_scale.float().exp().clamp(max=max_scale)
+    scale = scale_of(logit_scale)
     target = rank * b + torch.arange(b, device=img.device)
     per_image = scale * img @ gather(txt).T
     per_text = scale * txt @ gather(img).T

@@ -1,8 +1,9 @@
 """The FLAME image tower: a transformers ViT from scratch + a per-token projector into the LLM space.
 
 Features are all patch tokens of the ViT's last layer (after its final LayerNorm; the CLS token
-is dropped). Each token goes through Linear(d_vision -> d_llm) -> GELU -> Linear(d_llm -> d_llm)
--> LayerNorm; the image embedding is the mean over the projected patch tokens. The model also
+is dropped). Each token goes through Linear(d_vision -> h) -> GELU -> Linear(h -> d_llm)
+-> LayerNorm, h = max(d_llm, ``vision.projector_min_width``) (d_llm by default, at least 4096 in
+the reference code); the image embedding is the mean over the projected patch tokens. The model also
 holds the sigmoid loss's learned logit scale and bias (initialised from ``train.logit_scale_init``
 and ``train.logit_bias_init``; the reference's 10 and -10).
 """
@@ -38,8 +39,9 @@ class FlameModel(nn.Module):
         self.vit = ViTModel(vit_config(vision), add_pooling_layer=False)
         if vision.gradient_checkpointing:
             self.vit.gradient_checkpointing_enable({"use_reentrant": False})
-        self.projector = nn.Sequential(nn.Linear(vision.hidden_size, d_llm), nn.GELU(),
-                                       nn.Linear(d_llm, d_llm), nn.LayerNorm(d_llm))
+        width = max(d_llm, vision.projector_min_width)
+        self.projector = nn.Sequential(nn.Linear(vision.hidden_size, width), nn.GELU(),
+                                       nn.Linear(width, d_llm), nn.LayerNorm(d_llm))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
 
