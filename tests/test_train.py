@@ -266,6 +266,11 @@ def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_p
     assert abs(long_share - LONG_CAPTION_P) < 0.08 and short_len in set(lens)
     assert {int(texts.texts("s001", torch.Generator().manual_seed(s))["attention_mask"].sum())
             for s in range(20)} == {min(lens)}                                       # no long caption
+    # a plan without long captions: FLAME never sees them, nor does the baseline
+    short_plan = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={"plan": [("caption", "single")]})})
+    only_short = CaptionTexts(short_plan, texts.tokenizer)
+    assert {int(only_short.texts("s000", torch.Generator().manual_seed(s))["attention_mask"].sum())
+            for s in range(40)} == {min(lens)}
 
 
 def test_bf16_and_gradient_checkpointing_options_run(tmp_path, make_data):

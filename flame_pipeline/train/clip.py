@@ -9,9 +9,10 @@ truncated to context - 1, then an end-of-text token with the id ``len(tokenizer)
 the tokenizer's vocabulary, so it is also the largest id, as in OpenAI CLIP); the text
 feature is the EOT position's, which CLIPTextTransformer finds through ``eos_token_id``.
 
-Caption per step: the sample's short caption; where the sample also has a long caption, the
-long one with probability ``LONG_CAPTION_P`` = 0.5 (drawn from the position's seeded generator),
-so the baseline sees the same texts FLAME's embeddings were made from.
+Caption per step: the sample's short caption; where the sample also has a long caption and the
+embedding plan embeds long captions, the long one with probability ``LONG_CAPTION_P`` = 0.5
+(drawn from the position's seeded generator), so the baseline sees the texts FLAME's embeddings
+were made from, no more.
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ class CaptionTexts:
         table = pl.read_parquet(paths.captions, columns=["key", "caption", "long_caption"])
         table = table.filter(pl.col("key").is_in(keys))
         self.short = dict(zip(table["key"].to_list(), table["caption"].to_list()))
-        self.long = dict(zip(table["key"].to_list(), table["long_caption"].to_list()))
+        self.long = (dict(zip(table["key"].to_list(), table["long_caption"].to_list()))
+                     if any(entry[0] == "long_caption" for entry in cfg.embed.plan) else {})
         self.tokenizer = tokenizer
         self.context = cfg.baseline.context_length
         self.eot = len(tokenizer)
