@@ -412,6 +412,21 @@ class Profile(Section):
     baseline: BaselineConfig = BaselineConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _query_sets_in_plan(self) -> "Profile":
+        """Evaluation embeds its queries through prompt sets whose post-processing the embed
+        stage fits on the plan's training embeddings, so each must be in ``embed.plan``."""
+        if self.embed.postprocess == "none":
+            return self
+        planned = {entry[1] for entry in self.embed.plan}
+        needed = {"single"} | ({"short", "long"} if self.eval.prompt_mode == "multi" else set())
+        needed |= {b.prompt_set for b in self.eval.benchmarks if getattr(b, "prompt_set", "auto") != "auto"}
+        if missing := sorted(needed - planned):
+            raise ValueError(f"evaluation embeds queries through prompt set(s) {missing}, which "
+                             f"embed.plan does not (it has {sorted(planned)}): add them to the plan, "
+                             "or set eval.prompt_mode: single")
+        return self
+
     def params_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
