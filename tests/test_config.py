@@ -5,7 +5,7 @@ from flame_pipeline.config import ConfigError, Profile, load_profile
 PARAMS = "params.yaml"
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "default", "scenes", "paper"])
 def test_every_profile_loads(name):
     cfg = load_profile(name, PARAMS)
     assert isinstance(cfg, Profile) and cfg.name == name
@@ -57,3 +57,15 @@ def test_unknown_profile_and_missing_file(tmp_path):
 def test_override_syntax_error():
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_profile("tiny", PARAMS, ["train.steps"])
+
+
+def test_query_prompt_sets_must_be_in_the_embedding_plan():
+    """Queries go through sets whose post-processing is fitted on the plan's embeddings."""
+    single = ["embed.plan=[[caption, single]]"]
+    with pytest.raises(ConfigError, match=r"prompt set\(s\) \['long', 'short'\], which embed.plan does not"):
+        load_profile("tiny", PARAMS, single)
+    assert load_profile("tiny", PARAMS, single + ["eval.prompt_mode=single"]).embed.plan == [("caption", "single")]
+    assert load_profile("tiny", PARAMS, single + ["embed.postprocess=none"]).eval.prompt_mode == "multi"
+    with pytest.raises(ConfigError, match=r"\['long'\]"):
+        load_profile("tiny", PARAMS, single + ["eval.prompt_mode=single",
+                                               "eval.benchmarks=[{kind: compositional, prompt_set: long}]"])
