@@ -143,8 +143,16 @@ def test_checks_fail_on_corrupted_files(dagster_run, tmp_path):
 
 def _repo_copy(dest: Path) -> Path:
     """The files `dvc repro` needs, in a fresh git repository (the code runs from the venv)."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "requirements-npm.txt"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, dest / name)
+    # the stages' other inputs in the repository (pinned lists, benchmark data)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()
+    for dep in {d for stage in stages for d in stage["do"]["deps"]
+                if not d.startswith(("flame_pipeline/", "data/"))}:
+        if (REPO / dep).is_dir():
+            shutil.copytree(REPO / dep, dest / dep)
+        else:
+            shutil.copy2(REPO / dep, dest / dep)
     (dest / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)

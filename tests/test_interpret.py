@@ -65,7 +65,8 @@ def qwen(tmp_path_factory):
     stores = {}
     for kind in ("none", "whiten"):
         cfg = profile_at(root / kind, {"embed.llm": "qwen2.5-0.5b", "embed.dtype": "fp32",
-                                       "embed.postprocess": kind, "embed.plan": [["caption", "single"]]})
+                                       "embed.postprocess": kind, "embed.plan": [["caption", "single"]],
+                                       "eval.prompt_mode": "single"})
         write_parquet(Paths.of(cfg).captions, table)
         embed(cfg)
         rows = {r["key"]: r["emb"][0].astype(np.float32) for r in iter_shards(Paths.of(cfg).embed_shards)}
