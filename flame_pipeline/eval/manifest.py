@@ -108,23 +108,24 @@ def load(path: Path, spec: DataBenchmark) -> Loaded:
     return read_manifest(path)
 
 
-def query_sets(cfg: Profile, rows: list[Row], choice: str) -> dict[str, str]:
-    """text -> the prompt set that embeds it: ``choice``, or (``auto``) the set
+def query_sets(cfg: Profile, rows: list[Row], choice: str) -> dict[tuple[str, str], str]:
+    """(text, language) -> the prompt set that embeds it: ``choice``, or (``auto``) the set
     ``prompt_sets.auto_set`` gives by the text's look (the kind of a manifest's text is unknown)."""
-    if choice != "auto":
-        return {r.text: choice for r in rows}
     texts = sorted({(r.text, r.language) for r in rows})
+    if choice != "auto":
+        return dict.fromkeys(texts, choice)
     counts = load_tokenizer(cfg.embed)([t for t, _ in texts], add_special_tokens=False)["input_ids"]
-    return {t: auto_set(t, lang, len(ids), cfg.curate.long_tokens, cfg.eval.prompt_mode)
+    return {(t, lang): auto_set(t, lang, len(ids), cfg.curate.long_tokens, cfg.eval.prompt_mode)
             for (t, lang), ids in zip(texts, counts)}
 
 
 def score(cfg: Profile, spec: DataBenchmark, model: EvalModel, loaded: Loaded) -> dict:
     ev = cfg.eval
     out = {}
+    sets = query_sets(cfg, loaded.rows, spec.prompt_set)   # one tokenizer pass for every language
     for lang in sorted({r.language for r in loaded.rows}):
         part = [r for r in loaded.rows if r.language == lang]
-        out[f"retrieval/{lang}"] = row_retrieval(model, part, query_sets(cfg, part, spec.prompt_set),
+        out[f"retrieval/{lang}"] = row_retrieval(model, part, {r.text: sets[r.text, lang] for r in part},
                                                  ev.recall_ks)
     classes = sorted({r.label for r in loaded.rows if r.label is not None})
     if len(classes) >= 2:
