@@ -117,10 +117,14 @@ def concepts(root: str, locales: tuple[str, ...], designers: tuple[str, ...]) ->
     return tuple(sorted(out, key=lambda c: hashlib.sha256(c.key.encode()).hexdigest()))
 
 
+def styles(src: EmojiArtSource) -> tuple[str, ...]:
+    """Every designer drawn from: the training designers, then the held-out one."""
+    return (*src.designers, *([src.held_out_designer] if src.held_out_designer else []))
+
+
 def split_concepts(src: EmojiArtSource) -> dict[str, list[Concept]]:
     """``test``, ``val`` and ``train`` concepts (module docstring)."""
-    everyone = (*src.designers, *([src.held_out_designer] if src.held_out_designer else []))
-    ordered = concepts(src.root, tuple(src.locales), everyone)
+    ordered = concepts(src.root, tuple(src.locales), styles(src))
     if len(ordered) <= src.n_test + src.n_val:
         raise ValueError(f"emoji_art: {len(ordered)} concepts, not more than n_test + n_val = "
                          f"{src.n_test + src.n_val}")
@@ -146,9 +150,8 @@ class _Row:
 def _rows(src: EmojiArtSource) -> list[_Row]:
     parts = split_concepts(src)
     rows = [_Row(c, d, "train", "en") for c in parts["train"] for d in src.designers]
-    styles = [*src.designers, *([src.held_out_designer] if src.held_out_designer else [])]
     for split in ("val", "test"):
-        rows += [_Row(c, d, split, loc) for c in parts[split] for d in styles
+        rows += [_Row(c, d, split, loc) for c in parts[split] for d in styles(src)
                  for loc in src.locales if loc in c.names]
     return rows
 
