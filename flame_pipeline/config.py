@@ -140,6 +140,23 @@ class DownloadConfig(Section):
     max_pixels: int = Field(50_000_000, ge=1)  # decompression-bomb guard
     min_side: int = Field(8, ge=1)            # smaller images are rejected as "too small"
     chunk_size: int = Field(1000, ge=1)       # rows per resumable unit of work
+    # how stored images are encoded (data/images.py): lossless WebP keeps PNG's pixels in fewer
+    # bytes; JPEG or lossy WebP at a quality of 1-100 trade pixels for bytes
+    image_format: Literal["png", "jpeg", "webp"] = "webp"
+    image_quality: int | Literal["lossless"] = "lossless"
+
+    @model_validator(mode="after")
+    def _quality_fits(self) -> "DownloadConfig":
+        q = self.image_quality
+        if q != "lossless" and not 1 <= q <= 100:
+            raise ValueError(f"image_quality {q}: give 1-100 or lossless")
+        if self.image_format == "jpeg" and q == "lossless":
+            raise ValueError("image_format jpeg has no lossless mode: set image_quality to 1-100 "
+                             "(e.g. 90), or use webp or png")
+        if self.image_format == "png" and q != "lossless":
+            raise ValueError(f"image_format png is always lossless: image_quality {q} would be "
+                             "ignored; use jpeg or webp, or image_quality lossless")
+        return self
 
 
 class CurateConfig(Section):

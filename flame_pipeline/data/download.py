@@ -65,6 +65,8 @@ class Limits:
     max_side: int
     max_pixels: int
     min_side: int
+    image_format: str
+    image_quality: int | str
 
 
 # ---------------------------------------------------------------- sources
@@ -78,7 +80,8 @@ def open_source(cfg: Profile, src: Source, start: int = 0) -> Iterator[RawSample
 def source_limits(cfg: Profile, src: Source) -> Limits:
     d = cfg.download
     side = min(d.max_side, getattr(src, "image_size", d.max_side))
-    return Limits(max_side=side, max_pixels=d.max_pixels, min_side=d.min_side)
+    return Limits(max_side=side, max_pixels=d.max_pixels, min_side=d.min_side,
+                  image_format=d.image_format, image_quality=d.image_quality)
 
 
 def source_fingerprint(cfg: Profile, src: Source) -> str:
@@ -108,11 +111,12 @@ def check_text(value: str | bytes | None) -> tuple[str | None, str | None]:
 def _prepare(data: bytes | None, limits: Limits) -> PreparedImage:
     """Consecutive rows sharing an image (one emoji or scene in several languages) decode it once."""
     return prepare_image(data, max_side=limits.max_side, max_pixels=limits.max_pixels,
-                         min_side=limits.min_side)
+                         min_side=limits.min_side, image_format=limits.image_format,
+                         quality=limits.image_quality)
 
 
 def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
-    """The sample's manifest row, and its PNG when kept."""
+    """The sample's manifest row, and its stored image bytes when kept."""
     caption, caption_bad = check_text(sample.caption)
     recaptions, recaption_bad = {}, None
     for field in ("short_caption", "long_caption"):   # optional: empty is none
@@ -140,8 +144,8 @@ def validate(sample: RawSample, limits: Limits) -> tuple[dict, bytes | None]:
             row["reason"] = img.reason
         else:
             row.update(status="kept", width=img.width, height=img.height,
-                       sha256=hashlib.sha256(img.png).hexdigest())
-            return row, img.png
+                       sha256=hashlib.sha256(img.data).hexdigest())
+            return row, img.data
     return row, None
 
 
@@ -166,11 +170,11 @@ def _write_chunk(chunk_dir: Path, samples: Iterable[RawSample], limits: Limits, 
     def kept() -> Iterator[dict]:
         for sample in samples:
             keys.add(sample.key, label)
-            row, png = validate(sample, limits)
+            row, image = validate(sample, limits)
             rows.append(row)
             bar.update(1)
-            if png is not None:
-                yield {"key": sample.key, "image": png}
+            if image is not None:
+                yield {"key": sample.key, "image": image}
 
     with atomic_path(chunk_dir) as tmp:
         tmp.mkdir()

@@ -1,9 +1,11 @@
-"""Safe decoding of untrusted image bytes: validate, convert to RGB, fit, re-encode as PNG.
+"""Safe decoding of untrusted image bytes: validate, convert to RGB, fit, re-encode (PNG, JPEG or
+WebP: ``download.image_format`` and ``download.image_quality``).
 
 ``prepare_image`` never raises on bad input: it returns a ``PreparedImage`` whose ``reason``
 says why the bytes were rejected ("zero bytes", "not an image", "truncated or corrupt image",
-"decompression bomb", "too small"). The PNG it returns is a pure function of the input bytes
-and the limits, so reruns store byte-identical files.
+"decompression bomb", "too small"). The bytes it returns are a pure function of the input bytes,
+the limits and the encoding, so reruns store byte-identical files. Lossless WebP keeps every
+pixel of the RGB image (as PNG does) in fewer bytes; JPEG and lossy WebP trade pixels for bytes.
 
 Decoding happens in the calling thread: Pillow's decompression-bomb limit is a module global,
 set from ``max_pixels`` for the duration of one call.
@@ -25,7 +27,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 @dataclass(frozen=True)
 class PreparedImage:
-    png: bytes | None          # RGB PNG, longest side <= max_side; None when rejected
+    data: bytes | None         # the encoded RGB image, longest side <= max_side; None when rejected
     width: int | None
     height: int | None
     reason: str | None         # None when kept
@@ -74,9 +76,28 @@ def encode_png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def prepare_image(data: bytes | None, *, max_side: int, max_pixels: int,
-                  min_side: int = 1) -> PreparedImage:
-    """Validate untrusted bytes and turn them into a stored PNG, or say why not."""
+def encode_image(im: Image.Image, image_format: str = "png", quality: int | str = "lossless") -> bytes:
+    """Deterministic bytes of ``im`` (no metadata): PNG (always lossless), JPEG at ``quality``
+    (1-100), or WebP at ``quality`` or ``"lossless"`` (``exact``: every pixel kept)."""
+    if image_format == "png":
+        return encode_png(im)
+    buf = io.BytesIO()
+    if image_format == "jpeg":
+        if quality == "lossless":
+            raise ValueError("JPEG has no lossless mode: give image_quality 1-100, or use png or webp")
+        im.save(buf, format="JPEG", quality=quality, optimize=True)
+    elif image_format == "webp":
+        options = {"lossless": True, "exact": True, "quality": 100, "method": 4} \
+            if quality == "lossless" else {"quality": quality, "method": 4}
+        im.save(buf, format="WEBP", **options)
+    else:
+        raise ValueError(f"unknown image format {image_format!r}: png, jpeg or webp")
+    return buf.getvalue()
+
+
+def prepare_image(data: bytes | None, *, max_side: int, max_pixels: int, min_side: int = 1,
+                  image_format: str = "png", quality: int | str = "lossless") -> PreparedImage:
+    """Validate untrusted bytes and encode them as the stored image, or say why not."""
     if not data:
         return PreparedImage.reject("zero bytes")
     try:
@@ -103,4 +124,4 @@ def prepare_image(data: bytes | None, *, max_side: int, max_pixels: int,
     size = fit_size(*rgb.size, max_side)
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return PreparedImage(encode_png(rgb), size[0], size[1], None)
+    return PreparedImage(encode_image(rgb, image_format, quality), size[0], size[1], None)
