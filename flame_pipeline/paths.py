@@ -50,6 +50,14 @@ class Paths:
     def curate_stats(self) -> Path: return self.curated / "stats.json"
     @property
     def token_histogram(self) -> Path: return self.curated / "token_lengths.png"
+    @property
+    def train_shards(self) -> Path:
+        # MDS: key, image, caption, long_caption of the train split, what training streams
+        return self.curated / "train_shards"
+    @property
+    def stream_cache(self) -> Path:
+        # where training caches shards it streams from a remote copy (train.remote)
+        return self.root / "stream_cache"
 
     # embed
     @property
@@ -79,7 +87,6 @@ class Paths:
     def model_lock(self, kind: str) -> Path: return self.models / f".{kind}.lock"  # one trainer
     def curve(self, kind: str) -> Path: return self.model(kind) / "curve.csv"  # step, loss, lr, images_per_s
     def loss_plot(self, kind: str) -> Path: return self.model(kind) / "loss.png"
-    def skipped(self, kind: str) -> Path: return self.model(kind) / "skipped.parquet"  # key, reason
     def tensorboard(self, kind: str) -> Path:
         # training's TensorBoard event files, beside the model dirs, not in them: they hold wall
         # times, and a model dir's bytes are its stage's recorded hash and DVC output

@@ -38,8 +38,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("download", "flame_pipeline.data.download:download", (), ("raw_shards", "manifest"),
           "fetch or generate image-text samples into shards plus a manifest that keeps or "
           "rejects (with the reason) every input row"),
-    Stage("curate", "flame_pipeline.data.curate:curate", ("manifest",), ("curated",),
-          "normalise, filter, deduplicate and split the captions"),
+    Stage("curate", "flame_pipeline.data.curate:curate", ("manifest", "raw_shards"), ("curated",),
+          "normalise, filter, deduplicate and split the captions; pack the train split's shards"),
     Stage("embed", "flame_pipeline.text.embed:embed", ("curated",), ("embed",),
           "precompute the frozen LLM's facet embeddings of the captions (cached by content)"),
     Stage("train", "flame_pipeline.train.flame:train", ("raw_shards", "curated", "embed"),

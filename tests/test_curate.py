@@ -1,6 +1,7 @@
 """Curation stage: normalisation, drop reasons, dedupe, splits, token counts, stats, reruns."""
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,7 @@ from flame_pipeline.data.curate import ManifestError, curate
 from flame_pipeline.data.splits import hash_split
 from flame_pipeline.llm_files import load_tokenizer
 from flame_pipeline.paths import Paths
+from flame_pipeline.shards import iter_shards, write_shards
 from profiles import profile_at
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -35,10 +37,18 @@ def write_manifest(tmp_path, rows: list[dict]) -> pl.DataFrame:
             r["sha256"] = None
         full.append(r)
     schema = {c: (pl.Int64 if c in ("n_bytes", "width", "height") else pl.String) for c in full[0]}
-    frame = pl.DataFrame(full, schema=schema)
+    return publish(tmp_path, pl.DataFrame(full, schema=schema))
+
+
+def publish(tmp_path, frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` as the download stage's outputs: the manifest and raw shards of its kept rows."""
     path = Paths(tmp_path).manifest
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
+    shutil.rmtree(Paths(tmp_path).raw_shards, ignore_errors=True)
+    write_shards(Paths(tmp_path).raw_shards, {"key": "str", "image": "bytes"},
+                 ({"key": k, "image": f"image of {k}".encode()} for k in
+                  frame.filter(pl.col("status") == "kept")["key"]))
     return frame
 
 
@@ -178,7 +188,7 @@ def test_split_assignment_is_stable_grouped_and_disjoint(tmp_path):
     assert kept.filter(pl.col("key") == "k0304")["split"].to_list() == ["test"]  # source split kept
     assert kept["key"].is_unique().all()
     # the same rows in another order: the same splits
-    manifest.sample(fraction=1.0, shuffle=True, seed=3).write_parquet(Paths(tmp_path).manifest)
+    publish(tmp_path, manifest.sample(fraction=1.0, shuffle=True, seed=3))
     curate(cfg)
     again = pl.read_parquet(Paths(tmp_path).captions)
     assert dict(zip(again["key"], again["split"])) == want
@@ -280,6 +290,21 @@ def test_every_kept_row_is_accounted_for(tmp_path):
     assert not set(kept["key"]) & set(dropped["key"])
     assert out.rows == {"captions": len(kept), "dropped": len(dropped)}
     assert dropped["reason"].null_count() == 0
+    # the train shards: the train rows in the captions table's order, each with its own image
+    train = kept.filter(pl.col("split") == "train")
+    packed = list(iter_shards(Paths(tmp_path).train_shards))
+    assert [r["key"] for r in packed] == train["key"].to_list() and len(packed) > 0
+    assert all(r["image"] == f"image of {r['key']}".encode() for r in packed)
+    assert [r["caption"] for r in packed] == train["caption"].to_list()
+    assert [r["long_caption"] for r in packed] == train["long_caption"].fill_null("").to_list()
+
+
+def test_raw_shards_out_of_step_with_the_manifest_are_a_clear_error(tmp_path):
+    frame = write_manifest(tmp_path, [{"caption": f"a thing {i}"} for i in range(4)])
+    frame.reverse().write_parquet(Paths(tmp_path).manifest)
+    with pytest.raises(ManifestError, match=r"raw/shards does not match .*manifest.parquet: kept row"
+                                            r" 'k0003' is not at raw row 0 \(re-run the download stage\)"):
+        curate(profile(tmp_path))
 
 
 def test_token_counts_equal_the_tokenizer(tmp_path):

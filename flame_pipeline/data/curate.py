@@ -1,10 +1,12 @@
 """Curation stage: the download manifest's kept rows become a clean, tokenised, split caption table.
 
 Reads ``raw/manifest.parquet`` (only ``status == "kept"`` rows are curated; the download
-stage's rejections are counted in the stats). Writes, each atomically:
+stage's rejections are counted in the stats) and ``raw/shards``. Writes, each atomically:
 ``curated/captions.parquet`` (kept rows, manifest order), ``curated/dropped.parquet``
-(``key``, ``stage`` = "curate", ``reason``, ``detail``), ``curated/stats.json`` and
-``curated/token_lengths.png``. Every kept manifest row ends in exactly one of the two tables.
+(``key``, ``stage`` = "curate", ``reason``, ``detail``), ``curated/train_shards`` (the train
+split's rows in the captions table's order with their stored images: what the train stages
+stream, ``train/data.py``), ``curated/stats.json`` and ``curated/token_lengths.png``. Every
+kept manifest row ends in exactly one of the two tables.
 
 Rules, in order; a row is dropped with the first reason that applies:
 
@@ -66,6 +68,7 @@ from flame_pipeline.data import splits as splits_module
 from flame_pipeline.data.splits import SPLITS, assign_splits, held_out_overlap
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
+from flame_pipeline.shards import open_shards, write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.llm_files import load_tokenizer
 
@@ -78,6 +81,7 @@ REQUIRED_COLUMNS = {"key": pl.String, "source": pl.String, "split": pl.String,
 CAPTION_COLUMNS = ["key", "source", "split", "language", "caption", "short_caption", "long_caption",
                    "labels", "group", "n_tokens", "n_tokens_long", "is_long", "dup_group"]
 RECAPTIONS = ("short_caption", "long_caption")
+TRAIN_COLUMNS = {"key": "str", "image": "bytes", "caption": "str", "long_caption": "str"}
 
 # Whole-caption boilerplate (the caption is normalised, so it may end in '.', '!' or '?').
 _END = r"[.!?…]?$"
@@ -305,6 +309,29 @@ def _plot(path: Path, kept: pl.DataFrame, long_tokens: int) -> None:
 
 
 # ------------------------------------------------------------------ stage
+def write_train_shards(paths: Paths, manifest: pl.DataFrame, kept: pl.DataFrame) -> int:
+    """``curated/train_shards``: the train rows in ``kept``'s order, each with its stored image
+    and its caption and long caption ("" for none). A kept manifest row's image is the raw
+    shards' row at its rank among the kept rows (the download stage writes them in manifest
+    order); each row's key is checked against it."""
+    raw_rows = manifest.filter(pl.col("status") == "kept").select("key").with_row_index("raw")
+    train = (kept.filter(pl.col("split") == "train").select("key", "caption", "long_caption")
+                 .join(raw_rows, on="key", how="left", maintain_order="left"))
+    raw = open_shards(paths.raw_shards)
+
+    def rows():
+        for key, caption, long_caption, i in train.iter_rows():
+            sample = raw.get_item(i) if i is not None and i < len(raw) else {"key": None}
+            if sample["key"] != key:
+                raise ManifestError(f"{paths.raw_shards} does not match {paths.manifest}: kept row "
+                                    f"{key!r} is not at raw row {i} (re-run the download stage)")
+            yield {"key": key, "image": sample["image"], "caption": caption,
+                   "long_caption": long_caption or ""}
+
+    with atomic_path(paths.train_shards) as tmp:
+        return write_shards(tmp, TRAIN_COLUMNS, rows())
+
+
 def _fingerprint(manifest_path: Path, cfg: Profile) -> dict:
     code = "".join(Path(f).read_text() for f in (captions_module.__file__, splits_module.__file__, __file__))
     return {"manifest_sha256": sha256_file(manifest_path), "curate": cfg.curate.model_dump(mode="json"),
@@ -313,7 +340,7 @@ def _fingerprint(manifest_path: Path, cfg: Profile) -> dict:
 
 def _outputs(paths: Paths) -> dict[str, Path]:
     return {"captions": paths.captions, "dropped": paths.dropped,
-            "histogram": paths.token_histogram}
+            "histogram": paths.token_histogram, "train_shards": paths.train_shards / "index.json"}
 
 
 def _finished(paths: Paths, fingerprint: dict) -> dict | None:
@@ -331,7 +358,7 @@ def _finished(paths: Paths, fingerprint: dict) -> dict | None:
 
 
 def _result(paths: Paths, stats: dict, resumed: bool) -> StageOutput:
-    artifacts = {**_outputs(paths), "stats": paths.curate_stats}
+    artifacts = {**_outputs(paths), "train_shards": paths.train_shards, "stats": paths.curate_stats}
     return StageOutput(artifacts=artifacts,
                        rows={"captions": stats["curated"], "dropped": stats["dropped"]},
                        summary={"curated": stats["curated"], "dropped": stats["dropped"],
@@ -385,6 +412,7 @@ def curate(cfg: Profile) -> StageOutput:
 
     write_parquet(paths.captions, kept.select(CAPTION_COLUMNS))
     write_parquet(paths.dropped, dropped_table)
+    write_train_shards(paths, manifest, kept)
     _plot(_outputs(paths)["histogram"], kept, cfg.curate.long_tokens)
     stats = _stats(manifest, kept, dropped_table, cfg)
     stats["fingerprint"] = fingerprint
