@@ -4,7 +4,8 @@
 
 1. Throughput (images/s, median over steps after the first) of the train stage (FLAME) and
    the train_baseline stage (CLIP), each run for real through ``loop.run`` on a fixture
-   data_dir (64 px PNGs, the default LLM's hidden size, 11 stored embeddings per sample).
+   data_dir (64 px PNGs streamed from its train shards, the default LLM's hidden size, 11
+   stored embeddings per sample).
 2. The FLAME vision step (forward + backward + AdamW on one batch, data already in memory):
    FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode``, achieved FLOP/s, and that
    as a fraction of this machine's matmul peak measured in the same run (fp32 2048^3 matmul,
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ from flame_pipeline.paths import Paths  # noqa: E402
 from flame_pipeline.text.llm import hidden_size  # noqa: E402
 from flame_pipeline.train import flame  # noqa: E402
 from flame_pipeline.train.clip import train_baseline  # noqa: E402
-from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples  # noqa: E402
+from flame_pipeline.train.data import StoredEmbeddings, TrainStream, step_batches, train_keys  # noqa: E402
 from flame_pipeline.train.loss import sigmoid_loss  # noqa: E402
 from flame_pipeline.train.optim import build_optimizer  # noqa: E402
 from flame_pipeline.vision.towers import FlameModel  # noqa: E402
@@ -64,14 +64,13 @@ def stage_throughput(cfg, stage) -> float:
     return statistics.median(curve["images_per_s"].to_list()[1:])
 
 
-def vision_step(cfg, data: TrainSamples, rounds: int) -> tuple[float, float, float]:
+def vision_step(cfg, data: TrainStream, rounds: int) -> tuple[float, float, float]:
     """(FLOPs of one FLAME training step, best seconds per step, best matmul FLOP/s) on one
     in-memory batch; step and matmul timings alternate so both see the same machine load."""
     torch.manual_seed(0)
     model = FlameModel(cfg.vision, data.text_source.dim)
     opt = build_optimizer(model, cfg.train)
-    batch = default_collate([data[a] for a in next(iter(StepBatches(len(data), cfg.train.batch_size,
-                                                                    0, 0, 1)))])
+    batch = next(step_batches(data, cfg.train.batch_size, 0, 1, 0, False))[1]
 
     def step():
         loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias,
@@ -90,23 +89,25 @@ def vision_step(cfg, data: TrainSamples, rounds: int) -> tuple[float, float, flo
     return counter.get_total_flops(), min(times), max(peaks)
 
 
-def loop_step_times(cfg, data: TrainSamples, steps: int, online) -> list[float]:
+def loop_step_times(cfg, data: TrainStream, steps: int, online) -> list[float]:
     """Seconds per step of a FLAME training loop; ``online`` is None (stored embeddings) or a
     function keys -> texts [B, M, d] that runs the LLM."""
     torch.manual_seed(0)
     model = FlameModel(cfg.vision, data.text_source.dim)
     opt = build_optimizer(model, cfg.train)
-    times = []
-    for addresses in StepBatches(len(data), cfg.train.batch_size, 0, 0, steps):
+    times, keys = [], train_keys(Paths.of(cfg))
+    batches = step_batches(data, cfg.train.batch_size, 0, steps, 0, False)
+    while True:
         t0 = time.perf_counter()
-        batch = default_collate([data[a] for a in addresses])
-        texts = batch["texts"] if online is None else online([data.keys[i] for _, i in addresses])
+        batch = next(batches, (None, None, None))[1]
+        if batch is None:
+            return times
+        texts = batch["texts"] if online is None else online([keys[i] for i in batch["sample"]])
         loss = sigmoid_loss(model(batch["pixels"]), texts, model.logit_scale, model.logit_bias)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return times
 
 
 def llm_texts(cfg):
@@ -161,7 +162,7 @@ def main() -> None:
         print(f"train throughput: FLAME {flame_ips:.1f} images/s, CLIP {clip_ips:.1f} images/s "
               f"(FLAME/CLIP = {flame_ips / clip_ips:.2f}x)")
 
-        data = TrainSamples(cfg, StoredEmbeddings(cfg))
+        data = TrainStream(cfg, StoredEmbeddings(cfg), cfg.train.batch_size)
         flops, seconds, peak = vision_step(cfg, data, rounds=3)
         print(f"FLAME vision step: {flops / 1e9:.1f} GFLOP per step of {b} images, {seconds:.3f} s "
               f"-> {flops / seconds / 1e9:.1f} GFLOP/s = {flops / seconds / peak:.1%} of the matmul "

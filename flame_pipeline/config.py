@@ -254,7 +254,13 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(200, ge=1)
     keep_checkpoints: int = Field(1, ge=1)    # the latest checkpoint and the N - 1 before it
     log_every: int = Field(10, ge=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)        # DataLoader workers: they decode and augment the images
+    # training streams curated/train_shards (train/data.py); a remote copy of them instead (a URL
+    # mosaicml-streaming reads: s3://, gs://, https://..., or a folder), cached under stream_cache/
+    remote: str | None = None
+    # mosaicml-streaming's canonical nodes: the shuffle's partition. Fixed, the sample order is the
+    # same on any number of nodes and GPUs; a multiple of the largest node count a run will use
+    canonical_nodes: int = Field(1, ge=1)
     # every N steps R@1 both ways on eval_rows held-out rows (train/check.py), logged beside the
     # loss; 0 = off. It reads the val split when the embed stage stored it, else training rows
     eval_every: int = Field(0, ge=0)

@@ -47,6 +47,41 @@ class LocalShards:
         return self.readers[s].get_item(i - int(self.offsets[s]))
 
 
+def shard_problems(shards_dir: str | Path) -> list[str]:
+    """What is wrong with the shard files ``index.json`` names: each one missing, or of another
+    size than recorded (checked from the file system alone, nothing is read)."""
+    shards_dir = Path(shards_dir)
+    problems = []
+    for shard in json.loads((shards_dir / "index.json").read_text())["shards"]:
+        raw, n = shard["raw_data"], shard["samples"]
+        path = shards_dir / raw["basename"]
+        zipped = shard.get("zip_data") and (shards_dir / shard["zip_data"]["basename"]).is_file()
+        if not path.is_file() and not zipped:
+            problems.append(f"{raw['basename']} is missing ({n} rows)")
+        elif path.is_file() and path.stat().st_size != raw["bytes"]:
+            problems.append(f"{raw['basename']} has {path.stat().st_size} bytes, index.json says "
+                            f"{raw['bytes']} ({n} rows)")
+    return problems
+
+
+def readable_rows(shards_dir: str | Path, errors: list[str]) -> Iterator[tuple[int, dict]]:
+    """Every row of the MDS dataset at ``shards_dir`` whose shard file is intact
+    (``shard_problems``); each other shard is described in ``errors`` and its rows skipped."""
+    shards_dir = Path(shards_dir)
+    dataset = LocalShards(shards_dir)
+    bad = set(shard_problems(shards_dir))
+    start = 0
+    for shard in json.loads((shards_dir / "index.json").read_text())["shards"]:
+        n = shard["samples"]
+        problem = next((p for p in bad if p.startswith(shard["raw_data"]["basename"] + " ")), None)
+        if problem:
+            errors.append(problem)
+        else:
+            for i in range(start, start + n):
+                yield i, dataset.get_item(i)
+        start += n
+
+
 def open_shards(local_dir: str | Path) -> LocalShards:
     return LocalShards(local_dir)
 

@@ -13,8 +13,8 @@ if "streaming.vision" not in sys.modules:
     sys.modules["streaming.vision"] = types.ModuleType("streaming.vision")
 
 import streaming  # noqa: E402
-from streaming import MDSWriter  # noqa: E402
+from streaming import MDSWriter, StreamingDataset  # noqa: E402
 from streaming.base.format import reader_from_json  # noqa: E402
 from streaming.base.util import merge_index  # noqa: E402
 
-__all__ = ["streaming", "MDSWriter", "merge_index", "reader_from_json"]
+__all__ = ["streaming", "MDSWriter", "StreamingDataset", "merge_index", "reader_from_json"]

@@ -30,8 +30,8 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatch, make_data):
-    cfg = make_data(tmp_path, no_image=("s003",), no_embedding=("s005",), corrupt_image=("s007",))
+def test_train_streams_the_train_shards_and_writes_model_and_curve(tmp_path, monkeypatch, make_data):
+    cfg = make_data(tmp_path)
     import flame_pipeline.text.llm as llm
 
     def no_llm(*_):
@@ -40,14 +40,7 @@ def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatc
     out = train(cfg)
     d = tmp_path / "models" / "flame"
     assert out.artifacts["model"] == d
-    assert out.rows == {"train_samples": 21, "skipped": 3}
-    skipped = pl.read_parquet(d / "skipped.parquet").sort("key")
-    assert skipped.rows()[:2] == [("s003", "no image in the raw shards"),
-                                  ("s005", "no embeddings in the embed shards")]
-    assert skipped.rows()[2][0] == "s007" and skipped.rows()[2][1].startswith("undecodable image: ")
-    assert out.summary["skipped_reasons"] == {"no image in the raw shards": 1,
-                                              "no embeddings in the embed shards": 1,
-                                              "undecodable image": 1}
+    assert out.rows == {"train_samples": 24}
     curve = pl.read_csv(d / "curve.csv")
     assert curve.columns == ["step", "loss", "lr", "images_per_s"]
     assert curve["step"].to_list() == [1, 2, 3, 4, 5, 6]
@@ -69,26 +62,30 @@ def test_train_writes_model_curve_and_skips_missing_samples(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
-def test_a_lost_shard_file_skips_its_samples_with_the_reason(tmp_path, damage, make_data):
+def test_a_lost_shard_file_is_a_clear_error_before_training(tmp_path, damage, make_data):
     cfg = make_data(tmp_path, shard_bytes=20_000)
-    shards = sorted((tmp_path / "raw" / "shards").glob("shard.*.mds"))
+    shards = sorted((tmp_path / "curated" / "train_shards").glob("shard.*.mds"))
     assert len(shards) >= 3
     size = shards[1].stat().st_size
     if damage == "missing":
         shards[1].unlink()
     else:
         shards[1].write_bytes(shards[1].read_bytes()[: size // 2])
-    out = train(cfg)
-    skipped = pl.read_parquet(tmp_path / "models" / "flame" / "skipped.parquet")
-    assert 0 < out.rows["skipped"] == len(skipped) < 24 and out.rows["train_samples"] == 24 - len(skipped)
-    problem = ("is missing" if damage == "missing"
-               else f"has {size // 2} bytes, index.json says {size}")
-    assert set(skipped["reason"]) == {f"no image in the raw shards (unreadable shards: "
-                                      f"{shards[1].name} {problem} ({len(skipped)} rows))"}
+    problem = "is missing" if damage == "missing" else f"has {size // 2} bytes, index.json says {size}"
+    with pytest.raises(DataError, match=f"unreadable shards in .*train_shards: {shards[1].name} "
+                                        f"{problem} .*re-run the curate stage"):
+        train(cfg)
+    assert not (tmp_path / "models" / "flame" / "state.json").exists()
+
+
+def test_an_undecodable_stored_image_stops_training_naming_its_key(tmp_path, make_data):
+    cfg = make_data(tmp_path, corrupt_image=("s007",), overrides={"train.steps": 3})
+    with pytest.raises(DataError, match="s007: undecodable image"):
+        train(cfg)
 
 
 CHILD = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
     from flame_pipeline.config import load_profile
@@ -96,30 +93,38 @@ CHILD = textwrap.dedent("""
     save = checkpoint.save_state
     def save_then_die(out_dir, model, optimizer, scheduler, info, rng):
         save(out_dir, model, optimizer, scheduler, info, rng)
-        if info["step"] == 3:
+        if info["step"] == int(sys.argv[4]):
             os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.save_state = save_then_die
-    cfg = load_profile("tiny", sys.argv[1], {"data_dir": sys.argv[2]})
+    cfg = load_profile("tiny", sys.argv[1], {"data_dir": sys.argv[2], **json.loads(sys.argv[5])})
     (clip.train_baseline if sys.argv[3] == "clip" else flame.train)(cfg)
 """)
 
 
-@pytest.mark.parametrize("kind", ["flame", pytest.param("clip", marks=pytest.mark.slow)])
-def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, kind, make_data):
+# the tiny profile: 24 samples, batch 8, so 3 steps an epoch; step 3 ends the first epoch, step 4
+# is one batch into the second, with 2 DataLoader workers decoding
+@pytest.mark.parametrize("kind, kill_at, over", [
+    ("flame", 3, {}), ("flame", 4, {"train.checkpoint_every": 1, "train.num_workers": 2}),
+    pytest.param("clip", 4, {"train.checkpoint_every": 1}, marks=pytest.mark.slow)])
+def test_sigkill_after_checkpoint_then_resume_gives_the_same_weights(tmp_path, kind, kill_at, over,
+                                                                     make_data):
     stage = train if kind == "flame" else train_baseline
     straight = make_data(tmp_path / "a")
     stage(straight)
-    killed = make_data(tmp_path / "b")
-    child = subprocess.run([sys.executable, "-c", CHILD, str(REPO / "params.yaml"), str(tmp_path / "b"), kind],
+    killed = make_data(tmp_path / "b", overrides=over)
+    child = subprocess.run([sys.executable, "-c", CHILD, str(REPO / "params.yaml"), str(tmp_path / "b"),
+                            kind, str(kill_at), json.dumps(over)],
                            cwd=REPO, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert child.returncode == -9, child.stderr[-2000:]
     d = tmp_path / "b" / "models" / kind
-    assert read_state(d)[1]["step"] == 3 and not (d / "model.safetensors").exists()
+    doc = read_state(d)[1]
+    assert doc["step"] == kill_at and not (d / "model.safetensors").exists()
+    assert (doc["stream"]["epoch"], doc["stream"]["sample_in_epoch"]) == divmod(kill_at, 3)[0:1] + (8 * (kill_at % 3),)
     (d / ".state.safetensors.x1.tmp" / "state.safetensors").mkdir(parents=True)  # a write cut short
     out = stage(killed)
     assert not list(d.glob(".*.tmp"))
-    assert out.summary["resumed_from"] == 3
+    assert out.summary["resumed_from"] == kill_at
     a, b = _weights(tmp_path / "a" / "models" / kind), _weights(d)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -141,7 +146,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path, make_data):
     with pytest.raises(CheckpointError, match=r"vision\.hidden_size: checkpoint 32, this run 16"):
         train(other)
     # other training data (a sample fewer) is refused too
-    make_data(tmp_path / "fewer", no_image=("s002",))
+    make_data(tmp_path / "fewer", n_train=23)
     (tmp_path / "fewer" / "models").symlink_to(tmp_path / "models")
     with pytest.raises(CheckpointError, match=r"data\.samples: checkpoint 24, this run 23"):
         train(profile_at(tmp_path / "fewer"))
@@ -229,12 +234,12 @@ def test_flame_learns_the_fixture(tmp_path, make_data):
 
 
 def test_clip_baseline_trains_and_encodes(tmp_path, make_data):
-    cfg = make_data(tmp_path, no_image=("s003",))
+    cfg = make_data(tmp_path)
     out = train_baseline(cfg)
     d = tmp_path / "models" / "clip"
-    assert out.rows == {"train_samples": 23, "skipped": 1}
+    assert out.rows == {"train_samples": 24}
     assert {"model.safetensors", "config.json", "curve.csv", "loss.png", "state.safetensors",
-            "state.json", "vision", "tokenizer", "skipped.parquet"} <= set(os.listdir(d))
+            "state.json", "vision", "tokenizer"} <= set(os.listdir(d))
     clip = load_clip(d)
     t = clip.encode_text(["a red square.", "a blue square drawn flat."])
     i = clip.encode_image(torch.randn(2, 3, 32, 32))
@@ -260,17 +265,20 @@ def test_clip_tokens_end_with_eot_and_long_captions_are_used_half_the_time(tmp_p
     n0 = int(batch["attention_mask"][0].sum())
     assert batch["input_ids"][0, n0 - 1] == eot and batch["input_ids"][0, n0:].eq(0).all()
     assert batch["input_ids"][1, 76] == eot and batch["attention_mask"][1].all()   # truncated to 76 + EOT
-    short_len = int(texts.texts("s000", torch.Generator().manual_seed(0))["attention_mask"].sum())
-    lens = [int(texts.texts("s000", torch.Generator().manual_seed(s))["attention_mask"].sum()) for s in range(400)]
+    from flame_pipeline.shards import iter_shards
+    rows = list(iter_shards(tmp_path / "curated" / "train_shards"))      # s000 has a long caption, s001 none
+
+    def length(source, i, seed):
+        return int(source.texts(i, rows[i], torch.Generator().manual_seed(seed))["attention_mask"].sum())
+    short_len = length(texts, 0, 0)
+    lens = [length(texts, 0, s) for s in range(400)]
     long_share = sum(n != min(lens) for n in lens) / len(lens)
     assert abs(long_share - LONG_CAPTION_P) < 0.08 and short_len in set(lens)
-    assert {int(texts.texts("s001", torch.Generator().manual_seed(s))["attention_mask"].sum())
-            for s in range(20)} == {min(lens)}                                       # no long caption
+    assert {length(texts, 1, s) for s in range(20)} == {min(lens)}                    # no long caption
     # a plan without long captions: FLAME never sees them, nor does the baseline
     short_plan = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={"plan": [("caption", "single")]})})
     only_short = CaptionTexts(short_plan, texts.tokenizer)
-    assert {int(only_short.texts("s000", torch.Generator().manual_seed(s))["attention_mask"].sum())
-            for s in range(40)} == {min(lens)}
+    assert {length(only_short, 0, s) for s in range(40)} == {min(lens)}
 
 
 def test_bf16_and_gradient_checkpointing_options_run(tmp_path, make_data):

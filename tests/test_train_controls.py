@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.data import DataLoader
 
 from flame_pipeline import progress as progress_module
 from flame_pipeline.files import sha256_tree
@@ -16,7 +15,7 @@ from flame_pipeline.paths import Paths
 from flame_pipeline.train import loop
 from flame_pipeline.train.checkpoint import read_state
 from flame_pipeline.train.clip import clip_recipe, train_baseline
-from flame_pipeline.train.data import StepBatches
+from flame_pipeline.train.data import step_batches
 from flame_pipeline.train.flame import flame_recipe, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +30,7 @@ def _grads(recipe, model, batch, accum: int) -> dict[str, torch.Tensor]:
 
 
 def _first_batch(recipe, cfg) -> dict[str, torch.Tensor]:
-    steps = StepBatches(len(recipe.data), cfg.train.batch_size, cfg.train_seed, 0, 1)
-    return next(iter(DataLoader(recipe.data, batch_sampler=steps)))
+    return next(step_batches(recipe.data, cfg.train.batch_size, 0, 1, 0, False))[1]
 
 
 @pytest.mark.parametrize("kind", ["flame", "clip"])

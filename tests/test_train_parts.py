@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flame_pipeline.train.data import StepBatches, StoredEmbeddings, TrainSamples
+from flame_pipeline.train.data import DataError, StoredEmbeddings, TrainStream, step_batches
 from flame_pipeline.train.loss import info_nce, sigmoid_loss
 from flame_pipeline.train.optim import build_optimizer, build_scheduler, lr_factor
 from flame_pipeline.vision import preprocess
@@ -170,39 +170,42 @@ def test_warmup_then_cosine():
     assert lrs[:4] == [0.5, 1.0, 1.5, 2.0] and lrs[8] == pytest.approx(1.0)
 
 
-def test_step_batches_are_rank_slices_of_one_global_stream():
-    one = list(StepBatches(10, 4, seed=0, start=0, stop=6))
-    two = [list(StepBatches(10, 4, 0, 0, 6, rank=r, world_size=2)) for r in range(2)]
-    assert [a + b for a, b in zip(*two)] == one
-    assert list(StepBatches(10, 4, 0, 3, 6)) == one[3:]          # a resumed run sees the same
-    positions = [p for batch in one for p, _ in batch]
-    assert positions == list(range(24))
-    first_epoch = [i for batch in one for p, i in batch if p < 10]
-    assert sorted(first_epoch) == list(range(10))                # each epoch a permutation
-    with pytest.raises(ValueError, match="not divisible"):
-        StepBatches(10, 3, 0, 0, 1, rank=0, world_size=2)
-    with pytest.raises(ValueError, match="fewer than train.batch_size"):
-        StepBatches(3, 4, 0, 0, 1)
+def test_step_batches_resume_mid_epoch_where_a_straight_run_is(tmp_path, make_data):
+    """24 samples, batch 8: 3 steps an epoch; from the state after step 4 (one batch into the
+    second epoch) steps 5, 6 are the straight run's, and an epoch shows every sample once."""
+    cfg = make_data(tmp_path, overrides={"train.batch_size": 8})
+    data = TrainStream(cfg, StoredEmbeddings(cfg), 8)
+    straight = list(step_batches(data, 8, 0, 6, 0, False))
+    assert [s for s, _, _ in straight] == [1, 2, 3, 4, 5, 6]
+    assert [(st["epoch"], st["sample_in_epoch"]) for _, _, st in straight] == \
+        [(0, 8), (0, 16), (1, 0), (1, 8), (1, 16), (2, 0)]
+    resumed = list(step_batches(data, 8, 4, 6, 0, False, resume=straight[3][2]))
+    assert [s for s, _, _ in resumed] == [5, 6]
+    for (_, a, _), (_, b, _) in zip(straight[4:], resumed):
+        assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["texts"], b["texts"])
+    first_epoch = torch.cat([b["pixels"] for _, b, _ in straight[:3]])
+    assert len({tuple(p.flatten()[:64].tolist()) for p in first_epoch}) == 24     # no sample twice
+    with pytest.raises(DataError, match="only 24 train samples, fewer than train.batch_size 32"):
+        next(step_batches(data, 32, 0, 1, 0, False))
 
 
 def test_positives_drawn_from_valid_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.positives": 6})
     texts = StoredEmbeddings(cfg)
-    row = texts.shards.get_item(texts.index["s000"])          # long caption: 11 valid
-    got = texts.texts("s000", torch.Generator().manual_seed(0))["texts"]
+    row = texts.shards.get_item(int(texts.rows[0]))          # s000, a long caption: 11 valid
+    got = texts.texts(0, {"key": "s000"}, torch.Generator().manual_seed(0))["texts"]
     matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got]
     assert got.shape == (6, 64) and len(set(matches)) == 6
-    row = texts.shards.get_item(texts.index["s001"])          # no long caption: 4 valid
+    row = texts.shards.get_item(int(texts.rows[1]))          # s001, no long caption: 4 valid
     for seed in range(5):   # each of the 4 once (no repeat), then 2 empty slots
-        item = texts.texts("s001", torch.Generator().manual_seed(seed))
+        item = texts.texts(1, {"key": "s001"}, torch.Generator().manual_seed(seed))
         got, mask = item["texts"], item["text_mask"]
         assert got.shape == (6, 64) and mask.tolist() == [True] * 4 + [False] * 2
         matches = [int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1)))
                    for e in got[:4]]
         assert sorted(matches) == [0, 1, 2, 3] and not got[4:].any()
-    a = TrainSamples(cfg, texts)[(5, 2)]
-    b = TrainSamples(cfg, texts)[(5, 2)]
-    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["texts"], b["texts"])
+    with pytest.raises(DataError, match="train sample 1 is 's000' in the train shards but 's001'"):
+        texts.texts(1, {"key": "s000"}, torch.Generator())
 
 
 def test_paper_profile_builds_vit_b16_towers():
@@ -235,13 +238,13 @@ def test_projector_hidden_width_is_at_least_projector_min_width():
 def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
     texts = StoredEmbeddings(cfg)
-    assert texts.problem("s001") is None                        # its "single" is valid
+    assert texts.texts(1, {"key": "s001"}, torch.Generator())["text_mask"].sum() == 1   # its "single"
     long_only = StoredEmbeddings(profile_at(tmp_path, {"train.pool": ["long"]}))
-    assert long_only.problem("s001") == "no valid embedding in train.pool ['long']"
-    assert texts.problem("s000") is None
-    row = texts.shards.get_item(texts.index["s000"])
+    with pytest.raises(DataError, match=r"s001: no stored embedding in train.pool \['long'\]"):
+        long_only.texts(1, {"key": "s001"}, torch.Generator())
+    row = texts.shards.get_item(int(texts.rows[0]))
     for seed in range(5):
-        got = texts.texts("s000", torch.Generator().manual_seed(seed))["texts"]
+        got = texts.texts(0, {"key": "s000"}, torch.Generator().manual_seed(seed))["texts"]
         picked = {int(np.argmin(np.abs(row["emb"].astype(np.float32) - e.numpy()).sum(1))) for e in got}
         assert picked <= {0, 4, 5, 6, 7, 8, 9, 10}
     with pytest.raises(ValueError, match=r"train.pool entries \['medium'\] name no stored embedding"):

@@ -1,7 +1,8 @@
 """A small training data_dir in the documented formats (docs/DESIGN.md), for the training tests.
 
-Raw MDS shards (key, image PNG), embed MDS shards (key, emb [E, d] fp16 unit rows, valid [E]),
-embed/meta.json and curated/captions.parquet. Samples come in ``classes`` learnable classes:
+Raw MDS shards (key, image PNG), curated/captions.parquet and curated/train_shards (key, image,
+caption, long_caption of the train rows), embed MDS shards (key, emb [E, d] fp16 unit rows,
+valid [E]), embed/index.parquet and embed/meta.json. Samples come in ``classes`` learnable classes:
 an image is a flat colour of its class plus noise, and its embeddings are its class vector plus
 a little per-facet noise, so a model can learn to match them.
 """
@@ -15,6 +16,7 @@ import polars as pl
 from PIL import Image
 
 from flame_pipeline.config import Profile
+from flame_pipeline.data.curate import TRAIN_COLUMNS
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import write_shards
 from flame_pipeline.llm_files import llm_identity
@@ -32,14 +34,11 @@ def png(colour: np.ndarray, size: int, rng: np.random.Generator) -> bytes:
 
 def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim: int = 64,
                         classes: int = 4, image_size: int = 32, seed: int = 0,
-                        no_image: tuple[str, ...] = (), no_embedding: tuple[str, ...] = (),
                         corrupt_image: tuple[str, ...] = (), shard_bytes: int = 1 << 26) -> None:
     """Write the data under ``cfg``'s data_dir (the ``make_data`` fixture's, and the training
     benchmark's).
 
-    Keys are ``s000``, ``s001``, ...; ``no_image``/``no_embedding`` leave those keys out of the
-    raw or embed shards (their caption rows stay), the shape of a shard missing a sample;
-    ``corrupt_image`` stores those keys' PNGs cut in half;
+    Keys are ``s000``, ``s001``, ...; ``corrupt_image`` stores those keys' PNGs cut in half;
     ``shard_bytes`` caps the size of one shard file.
     """
     paths = Paths.of(cfg)
@@ -51,8 +50,7 @@ def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim
     labels = [i % classes for i in range(n)]
     has_long = [i % 2 == 0 for i in range(n)]
 
-    raw_rows = [{"key": k, "image": png(colours[c], image_size, rng)}
-                for k, c in zip(keys, labels) if k not in no_image]
+    raw_rows = [{"key": k, "image": png(colours[c], image_size, rng)} for k, c in zip(keys, labels)]
     for row in raw_rows:
         if row["key"] in corrupt_image:
             row["image"] = row["image"][: len(row["image"]) // 2]      # a truncated PNG
@@ -60,8 +58,6 @@ def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim
 
     emb_rows = []
     for k, c, long in zip(keys, labels, has_long):
-        if k in no_embedding:
-            continue
         emb = class_vecs[c][None, :] + 0.3 * rng.normal(size=(len(NAMES), dim))
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         valid = np.array([1] * 4 + [int(long)] * 7, dtype=np.uint8)
@@ -69,17 +65,21 @@ def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim
         emb_rows.append({"key": k, "emb": emb.astype(np.float16), "valid": valid})
     write_shards(paths.embed_shards, {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
                  emb_rows, size_limit=shard_bytes)
+    split = ["train"] * n_train + ["test"] * n_test
+    pl.DataFrame({"key": keys, "split": split}).write_parquet(paths.embed_index)
     paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "identity": llm_identity(cfg.embed),
                                             "layer": cfg.embed.layer, "dim": dim, "names": NAMES}))
 
     paths.curated.mkdir(parents=True, exist_ok=True)
     caption = [f"a {COLOURS[c % len(COLOURS)]} square." for c in labels]
+    long_caption = [f"{t[:-1]} drawn flat, filling the whole picture, with a little noise."
+                    if long else None for t, long in zip(caption, has_long)]
+    write_shards(paths.train_shards, TRAIN_COLUMNS,
+                 ({"key": r["key"], "image": r["image"], "caption": c, "long_caption": lc or ""}
+                  for r, c, lc in zip(raw_rows[:n_train], caption, long_caption)), size_limit=shard_bytes)
     pl.DataFrame({
-        "key": keys, "source": ["fixture"] * n,
-        "split": ["train"] * n_train + ["test"] * n_test, "language": ["en"] * n,
-        "caption": caption,
-        "long_caption": [f"{t[:-1]} drawn flat, filling the whole picture, with a little noise."
-                         if long else None for t, long in zip(caption, has_long)],
+        "key": keys, "source": ["fixture"] * n, "split": split, "language": ["en"] * n,
+        "caption": caption, "long_caption": long_caption,
         "labels": [json.dumps({"colour": COLOURS[c % len(COLOURS)]}) for c in labels],
         "group": [None] * n, "n_tokens": [4] * n, "n_tokens_long": [14 if lg else None for lg in has_long],
         "is_long": [False] * n, "dup_group": keys,

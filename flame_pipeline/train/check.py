@@ -28,8 +28,7 @@ import torch
 from flame_pipeline.config import Profile
 from flame_pipeline.data.splits import caption_key
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import open_shards
-from flame_pipeline.train.data import readable_rows
+from flame_pipeline.shards import readable_rows
 from flame_pipeline.vision.preprocess import eval_batch
 
 
@@ -52,8 +51,7 @@ def check_rows(cfg: Profile, usable: Callable[[str], bool]) -> CheckRows:
                  .drop_nulls("seen").sort("key").unique("seen", keep="first", maintain_order=True))
     captions = dict(zip(rows["key"], rows["caption"]))
     images: dict[str, bytes] = {}
-    shards, errors = open_shards(paths.raw_shards), []
-    for _, sample in readable_rows(shards, paths.raw_shards, errors):
+    for _, sample in readable_rows(paths.raw_shards, []):
         if sample["key"] in captions:
             images[sample["key"]] = sample["image"]
     keys, shas = [], set()

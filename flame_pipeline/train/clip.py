@@ -20,7 +20,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import polars as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +32,7 @@ from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train.check import check_rows, run_check
 from flame_pipeline.train.checkpoint import CheckpointError
-from flame_pipeline.train.data import TrainSamples, train_keys
+from flame_pipeline.train.data import TrainStream, local_batch
 from flame_pipeline.train.loop import Recipe, identity_of, run
 from flame_pipeline.train.loss import info_nce
 
@@ -81,24 +80,15 @@ class CaptionTexts:
     """The baseline's texts: a tokenised caption per sample per step (see module doc)."""
 
     def __init__(self, cfg: Profile, tokenizer):
-        paths = Paths.of(cfg)
-        keys = set(train_keys(paths))
-        table = pl.read_parquet(paths.captions, columns=["key", "caption", "long_caption"])
-        table = table.filter(pl.col("key").is_in(keys))
-        self.short = dict(zip(table["key"].to_list(), table["caption"].to_list()))
-        self.long = (dict(zip(table["key"].to_list(), table["long_caption"].to_list()))
-                     if any(entry[0] == "long_caption" for entry in cfg.embed.plan) else {})
+        self.use_long = any(entry[0] == "long_caption" for entry in cfg.embed.plan)
         self.tokenizer = tokenizer
         self.context = cfg.baseline.context_length
         self.eot = len(tokenizer)
 
-    def problem(self, key: str) -> str | None:
-        return None if (self.short.get(key) or "").strip() else "no caption"
-
-    def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        text = self.short[key]
-        if self.long.get(key) and float(torch.rand(1, generator=generator)) < LONG_CAPTION_P:
-            text = self.long[key]
+    def texts(self, sample: int, row: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        text = row["caption"]
+        if self.use_long and row["long_caption"] and float(torch.rand(1, generator=generator)) < LONG_CAPTION_P:
+            text = row["long_caption"]
         return {k: v[0] for k, v in tokenize(self.tokenizer, [text], self.context, self.eot).items()}
 
 
@@ -165,7 +155,7 @@ def load_clip(model_dir: str | Path, device: str | torch.device = "cpu") -> Clip
 def clip_recipe(cfg: Profile) -> Recipe:
     tokenizer = load_tokenizer(cfg.embed)
     texts = CaptionTexts(cfg, tokenizer)
-    data = TrainSamples(cfg, texts)
+    data = TrainStream(cfg, texts, local_batch(cfg))
     model = CLIPModel(clip_config(cfg, texts.eot))
     if cfg.vision.gradient_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})

@@ -1,23 +1,27 @@
-"""The training data: train-split samples joined with their images and their texts.
+"""The training data: the curated train split, streamed from its shards by mosaicml-streaming.
 
-Images come from the raw MDS shards (``key``, ``image``), FLAME's texts from the embed MDS
-shards (``key``, ``emb``, ``valid``), both read through mosaicml-streaming
-(``flame_pipeline.shards.open_shards``: random access to local MDS dirs through streaming's shard readers). The LLM is never
-loaded. The train split is the curated captions table's ``split == "train"``.
+``TrainStream`` is a ``StreamingDataset`` over ``curated/train_shards`` (key, image, caption,
+long_caption, in the captions table's order; the curate stage writes them), or over a remote
+copy of them (``train.remote``: any URL streaming reads, or a folder), cached under
+``Paths.stream_cache``. streaming gives each rank and DataLoader worker its part of a seeded
+per-epoch shuffle (``train.seed``) over ``train.canonical_nodes`` canonical nodes: the global
+batch of a step is the same for any number of ranks, nodes and workers, and its state (epoch,
+sample in epoch) resumes a run exactly mid-epoch (``stream_state``, kept in the checkpoint).
+Images are decoded and augmented in ``get_item``, that is in the DataLoader's workers
+(``train.num_workers``). Nothing reads the data before the first step: training checks only that
+every shard file an index names is there with its recorded size, and the index tables' keys.
 
-Before the first step every train key is checked once; a sample missing its image, with an
-undecodable image, missing its embeddings or with no valid embedding is skipped with a
-recorded reason (``TrainSamples.skipped``), so nothing fails mid-epoch.
+An epoch is ``samples // batch_size`` steps (the samples past the last whole global batch wait
+for the next epoch's shuffle). A sample's randomness (crop, drawn embeddings, caption choice)
+comes from a generator seeded by (seed, epoch, sample id): the same whichever rank or worker
+loads it.
 
-What a step sees is a pure function of (seed, step): the global batch of step s holds positions
-s*B .. s*B+B-1 of an endless stream of seeded per-epoch permutations, rank r takes its slice,
-and each position's randomness (crop, drawn embeddings, caption choice) comes from a generator
-seeded by (seed, position). A resumed run therefore sees exactly the batches it would have
-seen, and any number of ranks sees the same global batch.
+FLAME's texts (``StoredEmbeddings``) are the embed stage's shards, which hold the curated rows
+of ``embed.splits`` in the captions table's order: train sample i is the i-th train row there.
+The keys of both index tables are compared before training, and each sample's key when read.
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -25,14 +29,15 @@ from typing import Iterator, Protocol
 import numpy as np
 import polars as pl
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader
 
 from flame_pipeline.config import Profile
-from flame_pipeline.files import sha256_text
+from flame_pipeline.distributed import world
+from flame_pipeline.files import sha256_file
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import open_shards
+from flame_pipeline.shards import open_shards, shard_problems
 from flame_pipeline.llm_files import llm_identity
+from flame_pipeline.streaming_compat import StreamingDataset
 from flame_pipeline.vision.preprocess import train_pixels
 
 
@@ -40,9 +45,9 @@ class DataError(ValueError):
     """Training inputs are missing or do not fit the params; the message says which."""
 
 
-def item_generator(seed: int, position: int) -> torch.Generator:
-    """The generator for one position of the sample stream (well mixed, independent of rank)."""
-    state = np.random.SeedSequence([seed, position]).generate_state(2, dtype=np.uint32)
+def item_generator(seed: int, epoch: int, sample: int) -> torch.Generator:
+    """The generator of one sample in one epoch (well mixed, independent of rank and worker)."""
+    state = np.random.SeedSequence([seed, epoch, sample]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -53,50 +58,22 @@ def train_keys(paths: Paths) -> list[str]:
     return table.filter(pl.col("split") == "train")["key"].to_list()
 
 
-def _image_problem(png: bytes) -> str | None:
-    try:
-        with Image.open(io.BytesIO(png)) as im:
-            im.verify()
-    except Exception as err:  # Pillow raises many kinds on corrupt bytes
-        return f"undecodable image: {type(err).__name__}: {err}"
-    return None
-
-
-def readable_rows(dataset, shards_dir: Path, errors: list[str]) -> Iterator[tuple[int, dict]]:
-    """Every row of the MDS dataset over ``shards_dir`` whose shard file is there with the
-    size its ``index.json`` records; each other shard is described in ``errors`` and its rows
-    are never touched (streaming waits forever on a second read of a shard it failed to find)."""
-    index = json.loads((shards_dir / "index.json").read_text())
-    start = 0
-    for shard in index["shards"]:
-        raw, n = shard["raw_data"], shard["samples"]
-        path = shards_dir / raw["basename"]
-        zipped = shard.get("zip_data") and (shards_dir / shard["zip_data"]["basename"]).is_file()
-        if not path.is_file() and not zipped:
-            errors.append(f"{raw['basename']} is missing ({n} rows)")
-        elif path.is_file() and path.stat().st_size != raw["bytes"]:
-            errors.append(f"{raw['basename']} has {path.stat().st_size} bytes, index.json says "
-                          f"{raw['bytes']} ({n} rows)")
-        else:
-            for i in range(start, start + n):
-                yield i, dataset.get_item(i)
-        start += n
-
-
-def missing_reason(what: str, errors: list[str]) -> str:
-    if not errors:
-        return f"no {what}"
-    return f"no {what} (unreadable shards: {'; '.join(errors)[:200]})"
+def check_shards(shards_dir: Path, stage: str) -> None:
+    """A clear error unless ``shards_dir`` has its ``index.json`` and every shard file it names
+    with its recorded size (streaming would wait forever on a missing one)."""
+    if not (shards_dir / "index.json").is_file():
+        raise DataError(f"shards not found: {shards_dir} (run the {stage} stage first)")
+    problems = shard_problems(shards_dir)
+    if problems:
+        raise DataError(f"unreadable shards in {shards_dir}: {'; '.join(problems)[:300]} "
+                        f"(re-run the {stage} stage)")
 
 
 class TextSource(Protocol):
     """Where a sample's texts come from: stored embeddings (FLAME) or captions (CLIP)."""
 
-    def problem(self, key: str) -> str | None:
-        """Why ``key`` cannot be trained on, or None."""
-
-    def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """The text tensors of one sample for one step."""
+    def texts(self, sample: int, row: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The text tensors of train sample ``sample`` (its streamed ``row``) for one step."""
 
 
 def pool_mask(names: list[str], pool: list[str]) -> np.ndarray:
@@ -122,8 +99,9 @@ class StoredEmbeddings:
 
     def __init__(self, cfg: Profile):
         paths = Paths.of(cfg)
-        if not paths.embed_meta.is_file() or not (paths.embed_shards / "index.json").is_file():
+        if not paths.embed_meta.is_file() or not paths.embed_index.is_file():
             raise DataError(f"embeddings not found under {paths.embed} (run the embed stage first)")
+        check_shards(paths.embed_shards, "embed")
         self.meta = json.loads(paths.embed_meta.read_text())
         self.dim = int(self.meta["dim"])
         self.n_texts = len(self.meta["names"])
@@ -134,26 +112,28 @@ class StoredEmbeddings:
             raise DataError(f"stored embeddings ({paths.embed_meta}) were made with {made}, but "
                             f"params give {wanted}: re-run the embed stage")
         self.pool = pool_mask(self.meta["names"], cfg.train.pool)
+        self.pool_names = cfg.train.pool
+        self.index = pl.read_parquet(paths.embed_index, columns=["key", "split"]).with_row_index("row")
+        train = self.index.filter(pl.col("split") == "train")
+        if train["key"].to_list() != train_keys(paths):
+            raise DataError(f"{paths.embed} was made from another curated table than "
+                            f"{paths.captions}: re-run the embed stage")
+        self.rows = train["row"].to_numpy()
         self.shards = open_shards(paths.embed_shards)
-        self.index: dict[str, int] = {}
-        self.problems: dict[str, str] = {}
-        self.errors: list[str] = []
-        for i, row in readable_rows(self.shards, paths.embed_shards, self.errors):
-            self.index[row["key"]] = i
-            emb, valid = row["emb"], row["valid"]
-            if emb.shape != (self.n_texts, self.dim) or valid.shape != (self.n_texts,):
-                self.problems[row["key"]] = (f"embedding shape {emb.shape} / valid {valid.shape}, "
-                                             f"expected ({self.n_texts}, {self.dim})")
-            elif not (valid.astype(bool) & self.pool).any():
-                self.problems[row["key"]] = ("no valid embedding" if cfg.train.pool == [] else
-                                             f"no valid embedding in train.pool {cfg.train.pool}")
-            elif not np.isfinite(emb[valid.astype(bool)]).all():
-                self.problems[row["key"]] = "non-finite embedding"
 
-    def problem(self, key: str) -> str | None:
-        if key not in self.index:
-            return missing_reason("embeddings in the embed shards", self.errors)
-        return self.problems.get(key)
+    def keys(self) -> set[str]:
+        """The keys of every stored row (all of ``embed.splits``)."""
+        return set(self.index["key"].to_list())
+
+    def _stored(self, row: int) -> dict:
+        stored = self.shards.get_item(row)
+        emb, valid = stored["emb"], stored["valid"].astype(bool)
+        if emb.shape != (self.n_texts, self.dim) or valid.shape != (self.n_texts,):
+            raise DataError(f"{stored['key']}: stored embedding shape {emb.shape} / valid "
+                            f"{valid.shape}, expected ({self.n_texts}, {self.dim}): re-run the embed stage")
+        if not np.isfinite(emb[valid]).all():
+            raise DataError(f"{stored['key']}: non-finite stored embedding: re-run the embed stage")
+        return stored
 
     def queries(self, keys: list[str]) -> np.ndarray:
         """[n, d]: each key's stored ``short`` facets (else its ``single`` one) averaged and
@@ -161,108 +141,107 @@ class StoredEmbeddings:
         names = self.meta["names"]
         chosen = np.array([n.split("/")[0] == ("short" if any(n.startswith("short/") for n in names)
                                                else "single") for n in names])
+        where = dict(self.index.filter(pl.col("key").is_in(keys)).select("key", "row").iter_rows())
         out = []
         for key in keys:
-            row = self.shards.get_item(self.index[key])
-            mask = chosen & row["valid"].astype(bool)
+            stored = self._stored(where[key])
+            mask = chosen & stored["valid"].astype(bool)
             if not mask.any():
                 raise DataError(f"{key}: no stored {'/'.join(sorted(set(np.array(names)[chosen])))} embedding to check with")
-            v = row["emb"][mask].astype(np.float32).mean(axis=0)
+            v = stored["emb"][mask].astype(np.float32).mean(axis=0)
             out.append(v / np.linalg.norm(v))
         return np.stack(out)
 
-    def texts(self, key: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        row = self.shards.get_item(self.index[key])
-        pool = torch.from_numpy(np.flatnonzero(row["valid"].astype(bool) & self.pool))
+    def texts(self, sample: int, row: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        stored = self._stored(int(self.rows[sample]))
+        if stored["key"] != row["key"]:
+            raise DataError(f"train sample {sample} is {row['key']!r} in the train shards but "
+                            f"{stored['key']!r} in the embed shards: re-run the embed stage")
+        pool = torch.from_numpy(np.flatnonzero(stored["valid"].astype(bool) & self.pool))
+        if not len(pool):
+            raise DataError(f"{row['key']}: no stored embedding in train.pool {self.pool_names}; "
+                            "widen train.pool (or leave it empty: every stored embedding)")
         pick = pool[torch.randperm(len(pool), generator=generator)[: self.positives]].numpy()
         texts = np.zeros((self.positives, self.dim), np.float32)
-        texts[: len(pick)] = row["emb"][pick]
+        texts[: len(pick)] = stored["emb"][pick]
         mask = torch.zeros(self.positives, dtype=torch.bool)
         mask[: len(pick)] = True
         return {"texts": torch.from_numpy(texts), "text_mask": mask}
 
 
-class TrainSamples(Dataset):
-    """Map-style dataset over the usable train samples; an item is addressed by
-    ``(position, sample)`` so that its randomness follows the stream position."""
+class TrainStream(StreamingDataset):
+    """The train split's samples as streamed training items (see the module doc): ``sample``
+    (the row of the train shards), ``pixels`` and the text source's tensors, in the order of
+    streaming's seeded shuffle."""
 
-    def __init__(self, cfg: Profile, texts: TextSource):
+    def __init__(self, cfg: Profile, texts: TextSource, local_batch: int):
         paths = Paths.of(cfg)
-        if not (paths.raw_shards / "index.json").is_file():
-            raise DataError(f"raw shards not found: {paths.raw_shards} (run the download stage first)")
+        t = cfg.train
+        if t.remote is None:
+            check_shards(paths.train_shards, "curate")
+        self.index_path = (paths.stream_cache if t.remote else paths.train_shards) / "index.json"
+        super().__init__(remote=t.remote, local=str(self.index_path.parent), batch_size=local_batch,
+                         shuffle=True, shuffle_seed=cfg.train_seed,
+                         num_canonical_nodes=t.canonical_nodes)
         self.seed = cfg.train_seed
-        self.size = cfg.vision.image_size
-        self.scale = cfg.train.crop_scale
+        self.image_size = cfg.vision.image_size
+        self.crop_scale = t.crop_scale
         self.text_source = texts
-        self.images = open_shards(paths.raw_shards)
-        image_index: dict[str, int] = {}
-        image_problems: dict[str, str] = {}
-        keys = train_keys(paths)
-        wanted = set(keys)
-        errors: list[str] = []
-        for i, row in readable_rows(self.images, paths.raw_shards, errors):
-            if row["key"] in wanted:
-                image_index[row["key"]] = i
-                if (why := _image_problem(row["image"])) is not None:
-                    image_problems[row["key"]] = why
-        self.keys: list[str] = []
-        self.image_rows: list[int] = []
-        self.skipped: list[tuple[str, str]] = []
-        for key in keys:
-            why = (missing_reason("image in the raw shards", errors) if key not in image_index
-                   else image_problems.get(key) or texts.problem(key))
-            if why is None:
-                self.keys.append(key)
-                self.image_rows.append(image_index[key])
-            else:
-                self.skipped.append((key, why))
-        if not self.keys:
-            raise DataError(f"no usable train samples ({len(self.skipped)} skipped, first: "
-                            f"{self.skipped[:3]})")
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
     def fingerprint(self) -> dict:
-        """What a checkpoint must have been trained on: the usable keys, in order."""
-        return {"samples": len(self.keys), "keys_sha256": sha256_text("\n".join(self.keys))}
+        """What a checkpoint must have been trained on: the samples and their shards' index."""
+        return {"samples": int(self.size), "index_sha256": sha256_file(self.index_path)}
 
-    def __getitem__(self, address: tuple[int, int]) -> dict:
-        position, i = address
-        gen = item_generator(self.seed, position)
-        png = self.images.get_item(self.image_rows[i])["image"]
-        item = {"pixels": train_pixels(png, self.size, self.scale, gen)}
-        item.update(self.text_source.texts(self.keys[i], gen))
-        return item
+    def get_item(self, sample_id: int, retry: int = 7) -> dict:
+        row = super().get_item(sample_id, retry)
+        gen = item_generator(self.seed, self.next_epoch - 1, sample_id)
+        try:
+            pixels = train_pixels(row["image"], self.image_size, self.crop_scale, gen)
+        except ValueError as err:    # preprocess.decode names what is wrong
+            raise DataError(f"{row['key']}: {err} in {self.index_path.parent}: re-run the "
+                            "download and curate stages") from None
+        return {"sample": torch.tensor(sample_id), "pixels": pixels,
+                **self.text_source.texts(sample_id, row, gen)}
 
 
-class StepBatches:
-    """Batch sampler: this rank's addresses for steps ``start .. stop-1`` of the sample stream."""
+def local_batch(cfg: Profile) -> int:
+    """This rank's share of ``train.batch_size``."""
+    size = world()[1]
+    if cfg.train.batch_size % size:
+        raise DataError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {size} processes")
+    return cfg.train.batch_size // size
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise DataError(f"train.batch_size {batch_size} is not divisible by the "
-                            f"{world_size} processes")
-        if n < batch_size:
-            raise DataError(f"only {n} usable train samples, fewer than train.batch_size {batch_size}")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.start, self.stop = start, stop
-        self.local = batch_size // world_size
-        self.offset = rank * self.local
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
-    def _sample(self, position: int) -> int:
-        epoch = position // self.n
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
-        return int(self._perm[position % self.n])
+def stream_state(data: TrainStream, epoch: int, sample_in_epoch: int) -> dict:
+    """streaming's resume state: start ``epoch`` at its ``sample_in_epoch``-th global sample."""
+    return {"epoch": epoch, "sample_in_epoch": sample_in_epoch,
+            "num_canonical_nodes": data.num_canonical_nodes, "shuffle_seed": data.shuffle_seed,
+            "initial_physical_nodes": None}
 
-    def __len__(self) -> int:
-        return self.stop - self.start
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.stop):
-            first = step * self.batch_size + self.offset
-            yield [(p, self._sample(p)) for p in range(first, first + self.local)]
+def steps_per_epoch(data: TrainStream, batch_size: int) -> int:
+    if data.size < batch_size:
+        raise DataError(f"only {data.size} train samples, fewer than train.batch_size {batch_size}")
+    return data.size // batch_size
+
+
+def step_batches(data: TrainStream, batch_size: int, start: int, stop: int, num_workers: int,
+                 pin_memory: bool, resume: dict | None = None) -> Iterator[tuple[int, dict, dict]]:
+    """(step, this rank's batch, the stream state after the step) for steps ``start + 1`` ..
+    ``stop``; ``resume`` is the state a checkpoint saved at ``start``."""
+    per_epoch = steps_per_epoch(data, batch_size)
+    step = start
+    while step < stop:
+        epoch, done = divmod(step, per_epoch)
+        state = resume if resume is not None and step == start else \
+            stream_state(data, epoch, done * batch_size)
+        data.next_epoch = state["epoch"]     # else streaming takes a state behind it as stale
+        data.load_state_dict(state)
+        loader = DataLoader(data, batch_size=data.batch_size, num_workers=num_workers,
+                            drop_last=True, pin_memory=pin_memory)
+        for batch in loader:
+            step += 1
+            epoch, done = divmod(step, per_epoch)
+            yield step, batch, stream_state(data, epoch, done * batch_size)
+            if step == stop or done == 0:
+                break

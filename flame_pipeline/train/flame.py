@@ -21,7 +21,7 @@ from flame_pipeline.paths import Paths
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.train.check import check_rows, run_check
 from flame_pipeline.train.checkpoint import CheckpointError
-from flame_pipeline.train.data import StoredEmbeddings, TrainSamples
+from flame_pipeline.train.data import StoredEmbeddings, TrainStream, local_batch
 from flame_pipeline.train.loop import Recipe, identity_of, run
 from flame_pipeline.train.loss import sigmoid_loss
 from flame_pipeline.vision.towers import FlameModel
@@ -34,7 +34,7 @@ VISION = "vision"
 def flame_recipe(cfg: Profile) -> Recipe:
     texts = StoredEmbeddings(cfg)
     dim = texts.dim
-    data = TrainSamples(cfg, texts)
+    data = TrainStream(cfg, texts, local_batch(cfg))
     model = FlameModel(cfg.vision, dim, cfg.train.logit_scale_init, cfg.train.logit_bias_init)
     embed = {"llm": cfg.embed.llm, "layer": cfg.embed.layer, "dim": dim,
              "names": list(texts.meta["names"])}
@@ -58,7 +58,7 @@ def flame_recipe(cfg: Profile) -> Recipe:
 
 def flame_check(cfg: Profile, texts: StoredEmbeddings):
     """The retrieval check (check.py): images through the tower, the rows' stored queries."""
-    rows = check_rows(cfg, lambda key: texts.problem(key) is None)
+    rows = check_rows(cfg, texts.keys().__contains__)
     queries = torch.from_numpy(texts.queries(rows.keys))
     return lambda model: run_check(model, rows, lambda m, pixels: m.encode_image(pixels),
                                    lambda m: queries)

@@ -7,9 +7,10 @@ torch.distributed when launched by torchrun (gloo on CPU, NCCL on GPU; DDP avera
 mixed precision (``train.precision``: bf16 autocast, or fp16 autocast with a gradient scaler on
 GPUs without bf16), gradient accumulation (``train.grad_accum_steps``) and clipping
 (``train.grad_clip_norm``), AdamW + warm-up/cosine, a checkpoint every
-``train.checkpoint_every`` steps (the last ``train.keep_checkpoints`` kept), resume from the
-latest, a NaN guard that stops before a bad state can be saved, the curve files, a progress bar
-and TensorBoard scalars.
+``train.checkpoint_every`` steps (the last ``train.keep_checkpoints`` kept, each with the data
+stream's state), resume from the latest (mid-epoch, exactly: ``train/data.py``), a NaN guard
+that stops before a bad state can be saved, the curve files, a progress bar and TensorBoard
+scalars.
 
 Gradient accumulation splits each step's batch into micro-batches and still optimises the whole
 batch's loss, as open_clip's ``accum_freq`` does: the contrastive losses couple every sample
@@ -26,38 +27,33 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import polars as pl
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from flame_pipeline.config import Profile
 from flame_pipeline.distributed import process_group, world
-from flame_pipeline.files import write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.progress import progress
 from flame_pipeline.stage import StageOutput, stage_lock
 from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
-from flame_pipeline.train.data import StepBatches, TrainSamples
+from flame_pipeline.train.data import TrainStream, step_batches
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
 
 Tensors = dict[str, torch.Tensor]
 
 # train fields that do not change the computation (beyond the order of float sums), so a
 # checkpoint may differ in them
-NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed",
+NOT_IDENTITY = {"train": {"checkpoint_every", "log_every", "num_workers", "seed", "remote",
                           "grad_accum_steps", "keep_checkpoints", "eval_every", "eval_rows"},
                 "vision": {"gradient_checkpointing"}}
 
@@ -71,7 +67,7 @@ class Recipe:
     kind: str                                             # "flame" or "clip": the model dir name
     paths: Paths
     model: nn.Module
-    data: TrainSamples
+    data: TrainStream
     # (wrapped model, batch) -> per-sample features [n, ...] that the loss couples, e.g. images, texts
     features: Callable[[nn.Module, dict], Tensors]
     head: Callable[[nn.Module], Tensors]                  # bare model -> the loss's own parameters
@@ -209,24 +205,21 @@ def _diverged(recipe: Recipe, what: str, last_good: int | None) -> TrainingDiver
 
 
 def _finish(recipe: Recipe, model: nn.Module, curve: list[dict]) -> None:
-    """The finished model's files (rank 0): weights, curve, plot, skipped samples."""
+    """The finished model's files (rank 0): weights, curve, plot."""
     recipe.export(model, recipe.out_dir)
     paths, kind = recipe.paths, recipe.kind
     write_curve(paths.curve(kind), paths.loss_plot(kind), curve, f"{kind} training loss")
-    write_parquet(paths.skipped(kind),
-                  pl.DataFrame(recipe.data.skipped, schema=["key", "reason"], orient="row"))
 
 
 def _summary(recipe: Recipe, cfg: Profile, start: int, curve: list[dict], size: int) -> StageOutput:
     speeds = sorted(c["images_per_s"] for c in curve[1:]) or [c["images_per_s"] for c in curve]
     speed = speeds[len(speeds) // 2] if speeds else float("nan")
     final = curve[-1]["loss"] if curve else float("nan")
-    reasons = Counter(re.split(r" \(|:", reason)[0] for _, reason in recipe.data.skipped)
     return StageOutput(
         artifacts={"model": recipe.out_dir},
-        rows={"train_samples": len(recipe.data), "skipped": len(recipe.data.skipped)},
+        rows={"train_samples": int(recipe.data.size)},
         summary={"steps": cfg.train.steps, "resumed_from": start, "final_loss": final,
-                 "images_per_s": speed, "skipped_reasons": dict(reasons), "world_size": size},
+                 "images_per_s": speed, "world_size": size},
         metrics=[(recipe.kind, "train", "final_loss", final),
                  (recipe.kind, "train", "images_per_s", speed)])
 
@@ -293,10 +286,10 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
     scaler = precision.scaler()
     identity = dict(recipe.identity, data=recipe.data.fingerprint())
     restored = ckpt.restore_state(recipe.out_dir, model, optimizer, scheduler, identity)
-    start, curve, last_good = 0, [], None
+    start, curve, last_good, resume = 0, [], None, None
     if restored is not None:
         doc, rng = restored
-        start, curve, last_good = doc["step"], doc["curve"], doc["step"]
+        start, curve, last_good, resume = doc["step"], doc["curve"], doc["step"], doc["stream"]
         _restore_rng(rng, device)
         if scaler.is_enabled() and "scaler" in doc:
             scaler.load_state_dict(doc["scaler"])
@@ -305,14 +298,13 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
     wrapped = model
     if size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    batches = StepBatches(len(recipe.data), t.batch_size, cfg.train_seed, start, t.steps, rank, size)
-    loader = DataLoader(recipe.data, batch_sampler=batches, num_workers=t.num_workers,
-                        pin_memory=device.type == "cuda")
+    batches = step_batches(recipe.data, t.batch_size, start, t.steps, t.num_workers,
+                           device.type == "cuda", resume)
     model.train()
     clock = time.perf_counter()
     with _events(recipe, start, rank) as writer, \
             progress(t.steps, f"train {recipe.kind}", "step", initial=start, enabled=rank == 0) as bar:
-        for done, batch in enumerate(loader, start=start + 1):
+        for done, batch, stream in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             loss = backward(recipe, wrapped, model, batch, t.grad_accum_steps, precision, scaler)
@@ -336,7 +328,7 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
                 if rank == 0:
                     writer.flush()   # the events up to this checkpoint are on disk before it
                     ckpt.retain(recipe.out_dir, t.keep_checkpoints)
-                    info = {"step": done, "identity": identity, "curve": curve}
+                    info = {"step": done, "identity": identity, "curve": curve, "stream": stream}
                     if scaler.is_enabled():
                         info["scaler"] = scaler.state_dict()
                     ckpt.save_state(recipe.out_dir, model, optimizer, scheduler, info, rng)
