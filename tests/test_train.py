@@ -350,3 +350,18 @@ def test_unreadable_checkpoint_and_missing_models_are_clear_errors(tmp_path, mak
         load_flame(d)
     with pytest.raises(CheckpointError, match="no trained CLIP model"):
         load_clip(tmp_path / "models" / "clip")
+
+
+def test_training_from_a_remote_copy_of_the_train_shards_caches_them_and_trains_the_same(tmp_path, make_data):
+    """train.remote: streaming copies the shards into stream_cache/ and trains on them as on
+    the local ones (a folder stands in for object storage)."""
+    local = make_data(tmp_path / "a")
+    train(local)
+    make_data(tmp_path / "b")
+    copy = tmp_path / "bucket" / "train_shards"
+    shutil.move(tmp_path / "b" / "curated" / "train_shards", copy)
+    train(profile_at(tmp_path / "b", {"train.remote": str(copy)}))
+    cached = sorted(p.name for p in (tmp_path / "b" / "stream_cache").iterdir())
+    assert cached == sorted(p.name for p in copy.iterdir())
+    a, b = _weights(tmp_path / "a" / "models" / "flame"), _weights(tmp_path / "b" / "models" / "flame")
+    assert all(torch.equal(a[k], b[k]) for k in a)
