@@ -1,0 +1,212 @@
+"""Does the chain's cost per run stay flat as the data grows? Synthetic datasets of 20,000 and
+200,000 samples through the real curate, embed and train stages (the ``tiny`` profile: its tiny
+random LLM and tiny ViT), each stage a ``flame`` process of its own.
+
+    .venv/bin/python bench/bench_scale.py [--sizes 20000 200000] [--emoji-images 1000]
+
+Printed:
+1. Per size: each stage's wall time and peak RSS (``os.wait4``'s ``ru_maxrss`` of the stage
+   process); time to first training step = the wall time of the train stage run for one step
+   (start-up, streaming's index, one step, the export); bytes per sample on disk of the raw
+   shards, the train shards, the embed shards and the embedding cache.
+   ``time_to_first_step 200k/20k = X`` and ``peak_rss 200k/20k = Y`` (the larger of embed's and
+   train's ratios). Goal: both <= 1.2.
+2. The data loader: images/s of a DataLoader with one worker over ``TrainStream`` (FLAME's items:
+   image decoded and augmented, embeddings drawn) against decoding and augmenting the same
+   images in a loop alone, measured alternately; ``loader/decode = Z``. Goal: >= 0.8.
+3. Bytes per image of real emoji art (the default profile's 64 px Apple drawings, read from the
+   npm packages when setup installed them) stored as PNG, lossless WebP, WebP 90 and JPEG 90,
+   and of one embedding-cache batch stored as float32 and as float16.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flame_pipeline.config import load_profile  # noqa: E402
+from flame_pipeline.data.download import MANIFEST_SCHEMA, SHARD_COLUMNS  # noqa: E402
+from flame_pipeline.data.images import encode_image, prepare_image  # noqa: E402
+from flame_pipeline.paths import Paths  # noqa: E402
+from flame_pipeline.shards import write_shards  # noqa: E402
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan", "orange", "grey"]
+SHAPES = ["circle", "square", "triangle", "star", "ring", "cross"]
+
+
+def overrides(root: Path) -> list[str]:
+    return [f"data_dir={root}", "curate.test_fraction=0.01", "curate.val_fraction=0",
+            "embed.splits=[train]", "embed.plan=[[caption, single]]", "eval.prompt_mode=single",
+            "embed.batch_size=64",
+            "train.steps=1", "train.batch_size=64", "train.warmup_steps=0", "train.eval_every=0"]
+
+
+def write_download(root: Path, n: int) -> None:
+    """What the download stage would leave for ``n`` synthetic samples: raw shards of 16 px
+    images (each its own) and the manifest, every row kept."""
+    cfg = load_profile("tiny", ROOT / "params.yaml", overrides(root))
+    rng = np.random.default_rng(n)
+    rows, images = [], []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+        data = encode_image(Image.fromarray(pixels), cfg.download.image_format, cfg.download.image_quality)
+        key = f"synthetic/{i:07d}"
+        caption = f"a {COLOURS[i % 8]} {SHAPES[i // 8 % 6]} number {i}"
+        images.append({"key": key, "image": data})
+        rows.append({"key": key, "source": "synthetic", "source_ref": str(i), "split": None,
+                     "caption": caption, "short_caption": None, "long_caption": None,
+                     "language": "en", "labels": "{}", "group": None, "status": "kept",
+                     "reason": None, "n_bytes": len(data), "width": 16, "height": 16,
+                     "sha256": hashlib.sha256(data).hexdigest()})
+    paths = Paths.of(cfg)
+    write_shards(paths.raw_shards, SHARD_COLUMNS, images)
+    pl.DataFrame(rows, schema=MANIFEST_SCHEMA, orient="row").write_parquet(paths.manifest)
+
+
+def run_stage(root: Path, stage: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one ``flame`` stage process."""
+    cmd = [sys.executable, "-m", "flame_pipeline.cli", stage, "--profile", "tiny",
+           "--params", str(ROOT / "params.yaml")]
+    for item in overrides(root):
+        cmd += ["--set", item]
+    # one torch thread: the figures are ratios between sizes, and a shared machine's spare
+    # threads only add noise
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               DAGSTER_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    if status != 0:
+        raise RuntimeError(f"{stage} failed:\n{err[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def bytes_under(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def measure(root: Path, n: int) -> dict:
+    write_download(root, n)
+    out = {"n": n}
+    for stage in ("curate", "embed", "train"):
+        out[stage] = run_stage(root, stage)
+    paths = Paths(root)
+    samples = pl.read_parquet(paths.captions, columns=["split"])["split"].value_counts()
+    train = int(samples.filter(pl.col("split") == "train")["count"][0])
+    cache = bytes_under(paths.embed_cache)
+    out["bytes"] = {"raw shards": bytes_under(paths.raw_shards) / n,
+                    "train shards": bytes_under(paths.train_shards) / train,
+                    "embed shards": bytes_under(paths.embed_shards) / train,
+                    "embedding cache": cache / train}
+    return out
+
+
+def loader_ratio(root: Path, batches: int = 20, rounds: int = 3) -> tuple[float, float]:
+    """(loader images/s with one worker, decode+augment images/s alone), best of alternating rounds."""
+    import torch
+    from torch.utils.data import DataLoader
+    from flame_pipeline.shards import open_shards
+    from flame_pipeline.train.data import StoredEmbeddings, TrainStream
+    from flame_pipeline.train.data import item_generator
+    from flame_pipeline.vision.preprocess import train_pixels
+    torch.set_num_threads(1)
+    cfg = load_profile("tiny", ROOT / "params.yaml", overrides(root))
+    data = TrainStream(cfg, StoredEmbeddings(cfg), 64)
+    shards = open_shards(Paths.of(cfg).train_shards)
+    images = [shards.get_item(i)["image"] for i in range(min(64 * batches, len(shards)))]
+    loader_best = decode_best = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        seen = 0
+        for batch in DataLoader(data, batch_size=64, num_workers=1, drop_last=True):
+            seen += len(batch["pixels"])
+            if seen >= len(images):
+                break
+        loader_best = max(loader_best, seen / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for i, png in enumerate(images):
+            train_pixels(png, cfg.vision.image_size, cfg.train.crop_scale, item_generator(0, 0, i))
+        decode_best = max(decode_best, len(images) / (time.perf_counter() - t0))
+    return loader_best, decode_best
+
+
+def emoji_bytes(limit: int) -> dict[str, float] | None:
+    folder = ROOT / "packages" / "npm" / "emoji-datasource-apple@16.0.0" / "img" / "apple" / "64"
+    files = sorted(folder.glob("*.png"))[:limit]
+    if not files:
+        return None
+    limits = dict(max_side=256, max_pixels=10**7)
+    out = {}
+    for name, fmt, quality in (("PNG", "png", "lossless"), ("WebP lossless", "webp", "lossless"),
+                               ("WebP 90", "webp", 90), ("JPEG 90", "jpeg", 90)):
+        sizes = [len(prepare_image(f.read_bytes(), **limits, image_format=fmt, quality=quality).data)
+                 for f in files]
+        out[name] = sum(sizes) / len(sizes)
+    return out
+
+
+def cache_bytes(root: Path) -> tuple[int, int]:
+    """(bytes of one embedding-cache batch file as stored, the same arrays saved as float32)."""
+    batch = max(Paths(root).embed_cache.rglob("*.npz"), key=lambda f: f.stat().st_size)
+    with np.load(batch) as z:
+        arrays = {k: z[k] for k in z.files}
+    buf = io.BytesIO()
+    np.savez(buf, **{**arrays, "emb": arrays["emb"].astype(np.float32)})
+    return batch.stat().st_size, len(buf.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs=2, default=[20_000, 200_000])
+    ap.add_argument("--emoji-images", type=int, default=1000)
+    args = ap.parse_args()
+    small_n, large_n = args.sizes
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for n in (small_n, large_n):
+            root = Path(tmp) / str(n) / "data"     # the embedding cache sits beside it: one per size
+            root.mkdir(parents=True)
+            runs[n] = measure(root, n)
+            r = runs[n]
+            print(f"{n} samples: " + ", ".join(f"{s} {r[s][0]:.1f} s / {r[s][1]:.0f} MiB peak RSS"
+                                               for s in ("curate", "embed", "train")))
+            print("  bytes per sample: " + ", ".join(f"{k} {v:,.0f}" for k, v in r["bytes"].items()))
+        small, large = runs[small_n], runs[large_n]
+        label = f"{large_n // 1000}k/{small_n // 1000}k"
+        first_step = large["train"][0] / small["train"][0]
+        rss = {s: large[s][1] / small[s][1] for s in ("embed", "train")}
+        print(f"time_to_first_step {label} = {first_step:.2f}  (goal <= 1.2)")
+        print(f"peak_rss {label} = {max(rss.values()):.2f}  (embed {rss['embed']:.2f}, "
+              f"train {rss['train']:.2f}; goal <= 1.2)")
+        loader, decode = loader_ratio(Path(tmp) / str(small_n) / "data")
+        print(f"data loader, 1 worker: {loader:.0f} images/s; decode + augment alone: {decode:.0f} "
+              f"images/s; loader/decode = {loader / decode:.2f}  (goal >= 0.8)")
+        stored, f32 = cache_bytes(Path(tmp) / str(small_n) / "data")
+        print(f"embedding cache batch file: float16 {stored:,} bytes, as float32 {f32:,} bytes "
+              f"(float32/float16 = {f32 / stored:.2f})")
+    sizes = emoji_bytes(args.emoji_images)
+    if sizes is None:
+        print("emoji images: not installed (bash scripts/setup_npm.sh)")
+    else:
+        png = sizes["PNG"]
+        print(f"bytes per image, {args.emoji_images} Apple emoji at 64 px: " +
+              ", ".join(f"{k} {v:,.0f} ({v / png:.2f} of PNG)" for k, v in sizes.items()))
+
+
+if __name__ == "__main__":
+    main()
