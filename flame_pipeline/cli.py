@@ -1,7 +1,8 @@
 """The ``flame`` command line: one sub-command per stage, ``run`` for the chain."""
 # The stage sub-commands and their help come from the stage spec, flame_pipeline/pipeline.py.
 # Each stage run is reported to the project's Dagster instance (assets/history.py), so the UI
-# shows the runs of the CLI and of `dvc repro` (which runs the CLI) beside its own.
+# shows the runs of the CLI and of `dvc repro` (which runs the CLI) beside its own; a run that a
+# Dagster asset launched under torchrun is reported to that Dagster run alone, through Pipes.
 from __future__ import annotations
 
 import argparse
@@ -82,7 +83,8 @@ def _first_line(err: Exception) -> str:
 
 def _finished(cfg):
     """What the CLI does with each finished stage run: print its summary line and report it to
-    the project's Dagster instance; a run Dagster cannot take is a warning, not a failure."""
+    the project's Dagster instance, or to the Dagster run that launched this process (under
+    torchrun); a run Dagster cannot take is a warning, not a failure."""
     instance = None
 
     def finished(name: str, out) -> None:
@@ -90,10 +92,14 @@ def _finished(cfg):
         print(_summary_line(name, out), flush=True)
         if out.run_id is None:   # a torchrun rank other than 0: rank 0 records and reports
             return
-        from assets.history import project_instance, report_run   # dagster: after a stage ran
+        from assets.history import (launched_by_dagster, project_instance,   # dagster: after
+                                    report_run, report_to_launcher)          # a stage ran
         try:
-            instance = instance or project_instance()
-            report_run(cfg, name, out, instance)
+            if launched_by_dagster():
+                report_to_launcher(cfg, name, out)
+            else:
+                instance = instance or project_instance()
+                report_run(cfg, name, out, instance)
         except Exception as err:  # the stage's work is done and recorded in the results store
             print(f"flame: warning: stage {name} not reported to Dagster: {type(err).__name__}: "
                   f"{_first_line(err)}", file=sys.stderr)

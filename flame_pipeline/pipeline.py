@@ -22,6 +22,7 @@ class Stage:
     reads: tuple[str, ...]     # Paths attributes: the files and dirs of earlier stages it reads
     writes: tuple[str, ...]    # Paths attributes: what it writes (its DVC outs)
     description: str
+    distributed: bool = False  # splits its work over torchrun's processes (torch.distributed)
 
     @property
     def command(self) -> str:
@@ -41,11 +42,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("curate", "flame_pipeline.data.curate:curate", ("manifest", "raw_shards"), ("curated",),
           "normalise, filter, deduplicate and split the captions; pack the train split's shards"),
     Stage("embed", "flame_pipeline.text.embed:embed", ("curated",), ("embed",),
-          "precompute the frozen LLM's facet embeddings of the captions (cached by content)"),
+          "precompute the frozen LLM's facet embeddings of the captions (cached by content)",
+          distributed=True),
     Stage("train", "flame_pipeline.train.flame:train", ("raw_shards", "curated", "embed"),
-          ("flame_model",), "train FLAME's vision tower on the stored embeddings"),
+          ("flame_model",), "train FLAME's vision tower on the stored embeddings", distributed=True),
     Stage("train_baseline", "flame_pipeline.train.clip:train_baseline", ("raw_shards", "curated"),
-          ("clip_model",), "train the CLIP baseline (text tower from scratch) on the same data"),
+          ("clip_model",), "train the CLIP baseline (text tower from scratch) on the same data",
+          distributed=True),
     Stage("evaluate", "flame_pipeline.eval.evaluate:evaluate",
           ("raw_shards", "manifest", "curated", "embed", "flame_model", "clip_model"),
           ("metrics", "plots"), "run the benchmarks on both models; metrics into the results store"),
