@@ -366,3 +366,23 @@ def test_token_limited_batches_give_the_same_vectors(tmp_path):
     (full, few), (limited, many) = vectors
     assert many > few
     np.testing.assert_allclose(limited, full, atol=1e-5)
+
+
+def test_cache_stores_float16_and_gives_back_float32_within_its_rounding(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none"})
+    enc = TextEncoder(cfg.embed, tmp_path / "cache")
+    units = [(ps, prepare_caption(c)) for c in CAPTIONS[:4] for ps in ("single", "long")]
+    emb, _ = enc.raw(units)
+    files = sorted(enc.cache.dir.glob("*.npz"))
+    for f in files:
+        with np.load(f) as z:
+            n, k, d = z["emb"].shape
+            assert z["emb"].dtype == np.float16 and z["emb"].nbytes == n * k * d * 2  # 4 in float32
+    assert all(e.dtype == np.float32 for e in emb)
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    for (ps, text), e in zip(units, emb):
+        want = facet_embeddings(model, [builder.build(text, ps)], cfg.embed.layer)[0].numpy()
+        # float16 keeps 11 significant bits: a relative error of at most 2^-11 (plus the
+        # float32 noise of another batch's padding)
+        assert (np.abs(e - want) <= np.abs(want) * 2.0 ** -11 + 1e-6).all()
