@@ -368,6 +368,14 @@ def test_token_limited_batches_give_the_same_vectors(tmp_path):
     np.testing.assert_allclose(limited, full, atol=1e-5)
 
 
+def cached(enc: TextEncoder) -> dict[str, tuple[np.ndarray, bool]]:
+    """Every vector in the encoder's cache directory, by key, as read back (float32)."""
+    enc.cache.refresh()
+    keys = sorted(enc.cache._where)
+    emb, trunc = enc.cache.get(keys)
+    return {k: (e, t) for k, e, t in zip(keys, emb, trunc)}
+
+
 def test_cache_stores_float16_and_gives_back_float32_within_its_rounding(tmp_path):
     cfg = profile(tmp_path, **{"embed.postprocess": "none"})
     enc = TextEncoder(cfg.embed, tmp_path / "cache")
@@ -386,3 +394,31 @@ def test_cache_stores_float16_and_gives_back_float32_within_its_rounding(tmp_pat
         # float16 keeps 11 significant bits: a relative error of at most 2^-11 (plus the
         # float32 noise of another batch's padding)
         assert (np.abs(e - want) <= np.abs(want) * 2.0 ** -11 + 1e-6).all()
+
+
+def test_ensure_in_small_chunks_gives_the_same_cache_as_in_one(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none", "embed.batch_size": 8})
+    units = [(ps, prepare_caption(t)) for t in CAPTIONS + [t for t in LONG if t]
+             for ps in ("single", "long")]                 # 9 distinct texts x 2 sets
+    one = TextEncoder(cfg.embed, tmp_path / "one")
+    assert one.ensure(units) == 18
+    small = TextEncoder(cfg.embed, tmp_path / "small")
+    assert small.ensure(iter(units), chunk=4) == 18       # any iterable: read as a stream
+    assert one.forward_passes == 4 and small.forward_passes >= 5   # 2 sets x 2 of <= 8; 5 chunks
+    a, b = cached(one), cached(small)
+    assert a.keys() == b.keys() and len(a) == 18
+    for key in a:
+        assert a[key][1] == b[key][1]
+        np.testing.assert_allclose(b[key][0], a[key][0], atol=2.0 ** -11)
+    assert small.ensure(units, chunk=4) == 0                # all cached
+
+
+def test_ranks_compute_disjoint_shares_of_the_missing_units(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none"})
+    units = [(ps, prepare_caption(c)) for c in CAPTIONS for ps in ("single", "short")]
+    shares = [TextEncoder(cfg.embed, tmp_path / "cache") for _ in range(2)]
+    counts = [enc.ensure(units, rank, 2, chunk=3) for rank, enc in enumerate(shares)]
+    assert all(counts) and sum(counts) == 12                  # 6 distinct captions x 2 sets
+    owned = [set(enc.cache._where) for enc in shares]
+    assert not owned[0] & owned[1]
+    assert TextEncoder(cfg.embed, tmp_path / "cache").ensure(units) == 0
