@@ -1,5 +1,8 @@
 """Writing and reading MDS shards (mosaicml-streaming) for the stages' sample files.
 
+Several MDS datasets written side by side as ``<dir>/<part>/`` (download chunks, embed ranks)
+are joined by one ``<dir>/index.json`` (``join_parts``) and then read as one dataset.
+
 Reading goes through streaming's own shard readers: random access by global row index, with
 no shared memory and no background threads (a StreamingDataset holds ~50 /dev/shm file
 descriptors until the process ends, which a long test session or a scheduler process that
@@ -7,13 +10,16 @@ trains many times would exhaust).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from flame_pipeline.streaming_compat import MDSWriter, reader_from_json
+from flame_pipeline.files import write_json
+from flame_pipeline.streaming_compat import MDSWriter, merge_index, reader_from_json
 
 
 def write_shards(out_dir: str | Path, columns: dict[str, str], rows: Iterable[dict],
@@ -25,6 +31,29 @@ def write_shards(out_dir: str | Path, columns: dict[str, str], rows: Iterable[di
             writer.write(row)
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """merge_index logs a warning per call about its temporary folder; not news to our users."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
+def join_parts(out_dir: str | Path, parts: list[str]) -> None:
+    """Write ``out_dir/index.json`` over the MDS datasets ``out_dir/<part>``, in the order of
+    ``parts``: streaming's ``merge_index``, which names each shard ``<part>/<shard file>``. The
+    whole then reads as one dataset, its rows part after part."""
+    out_dir = Path(out_dir)
+    if not parts:
+        write_json(out_dir / "index.json", {"shards": [], "version": 2})
+        return
+    with _quiet_logging():
+        merge_index([str(out_dir / part / "index.json") for part in parts], str(out_dir))
 
 
 class LocalShards:

@@ -1,4 +1,5 @@
-"""The embed stage: outputs for every row, the content cache, resume, bad input, TextEncoder."""
+"""The embed stage: outputs for every row, the content cache (float16), resume, bad input,
+TextEncoder, the stage's row chunks and its per-rank parts under torchrun."""
 from __future__ import annotations
 
 import json
@@ -17,13 +18,15 @@ import torch
 from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree, write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import iter_shards
+from flame_pipeline.shards import iter_shards, open_shards
+from flame_pipeline.text import embed as embed_module
 from flame_pipeline.text.embed import embed
 from flame_pipeline.text.encoder import TextEncoder
 from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
+from flame_pipeline.train.data import readable_rows
 from profiles import profile_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +75,10 @@ def test_every_row_is_embedded_in_the_stored_format(tmp_path):
     assert index["content_hash"][0] == index["content_hash"][6]   # same texts, same content
     rows = list(iter_shards(p.embed_shards))
     assert [r["key"] for r in rows] == table["key"].to_list()
+    # one process writes one part, joined by the top-level index.json as a run of ranks is
+    assert sorted(f.name for f in p.embed_shards.iterdir()) == ["index.json", "part-00000"]
+    shards = json.loads((p.embed_shards / "index.json").read_text())["shards"]
+    assert [s["raw_data"]["basename"] for s in shards] == ["part-00000/shard.00000.mds"]
     for r, long in zip(rows, LONG):
         assert r["emb"].dtype == np.float16 and r["emb"].shape == (11, 64)
         assert r["valid"].tolist() == [1] * 4 + [int(long is not None)] * 7
@@ -79,6 +86,7 @@ def test_every_row_is_embedded_in_the_stored_format(tmp_path):
         assert np.allclose(np.linalg.norm(r["emb"][ok].astype(np.float32), axis=1), 1, atol=2e-3)
         assert not r["emb"][~ok].any()
     # 7 rows: 6 distinct captions x (single, short) + 3 long captions; 2 per forward batch
+    assert (out.summary["texts"], out.summary["unique_texts"]) == (7 * 2 + 3, 6 * 2 + 3)
     assert out.summary["computed"] == 6 * 2 + 3
     assert out.summary["forward_passes"] == 3 + 3 + 2
     assert out.rows["embed_index"] == 7
@@ -366,3 +374,127 @@ def test_token_limited_batches_give_the_same_vectors(tmp_path):
     (full, few), (limited, many) = vectors
     assert many > few
     np.testing.assert_allclose(limited, full, atol=1e-5)
+
+
+def cached(enc: TextEncoder) -> dict[str, tuple[np.ndarray, bool]]:
+    """Every vector in the encoder's cache directory, by key, as read back (float32)."""
+    enc.cache.refresh()
+    keys = sorted(enc.cache._where)
+    emb, trunc = enc.cache.get(keys)
+    return {k: (e, t) for k, e, t in zip(keys, emb, trunc)}
+
+
+def test_cache_stores_float16_and_gives_back_float32_within_its_rounding(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none"})
+    enc = TextEncoder(cfg.embed, tmp_path / "cache")
+    units = [(ps, prepare_caption(c)) for c in CAPTIONS[:4] for ps in ("single", "long")]
+    emb, _ = enc.raw(units)
+    files = sorted(enc.cache.dir.glob("*.npz"))
+    for f in files:
+        with np.load(f) as z:
+            n, k, d = z["emb"].shape
+            assert z["emb"].dtype == np.float16 and z["emb"].nbytes == n * k * d * 2  # 4 in float32
+    assert all(e.dtype == np.float32 for e in emb)
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    for (ps, text), e in zip(units, emb):
+        want = facet_embeddings(model, [builder.build(text, ps)], cfg.embed.layer)[0].numpy()
+        # float16 keeps 11 significant bits: a relative error of at most 2^-11 (plus the
+        # float32 noise of another batch's padding)
+        assert (np.abs(e - want) <= np.abs(want) * 2.0 ** -11 + 1e-6).all()
+
+
+def test_ensure_in_small_chunks_gives_the_same_cache_as_in_one(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none", "embed.batch_size": 8})
+    units = [(ps, prepare_caption(t)) for t in CAPTIONS + [t for t in LONG if t]
+             for ps in ("single", "long")]                 # 9 distinct texts x 2 sets
+    one = TextEncoder(cfg.embed, tmp_path / "one")
+    assert one.ensure(units) == 18
+    small = TextEncoder(cfg.embed, tmp_path / "small")
+    assert small.ensure(iter(units), chunk=4) == 18       # any iterable: read as a stream
+    assert one.forward_passes == 4 and small.forward_passes >= 5   # 2 sets x 2 of <= 8; 5 chunks
+    a, b = cached(one), cached(small)
+    assert a.keys() == b.keys() and len(a) == 18
+    for key in a:
+        assert a[key][1] == b[key][1]
+        np.testing.assert_allclose(b[key][0], a[key][0], atol=2.0 ** -11)
+    assert small.ensure(units, chunk=4) == 0                # all cached
+
+
+def test_ranks_compute_disjoint_shares_of_the_missing_units(tmp_path):
+    cfg = profile(tmp_path, **{"embed.postprocess": "none"})
+    units = [(ps, prepare_caption(c)) for c in CAPTIONS for ps in ("single", "short")]
+    shares = [TextEncoder(cfg.embed, tmp_path / "cache") for _ in range(2)]
+    counts = [enc.ensure(units, rank, 2, chunk=3) for rank, enc in enumerate(shares)]
+    assert all(counts) and sum(counts) == 12                  # 6 distinct captions x 2 sets
+    owned = [set(enc.cache._where) for enc in shares]
+    assert not owned[0] & owned[1]
+    assert TextEncoder(cfg.embed, tmp_path / "cache").ensure(units) == 0
+
+
+def test_the_stage_reads_the_table_in_row_chunks(tmp_path, monkeypatch):
+    """Chunks of 3 rows (some all test, dropped by embed.splits) give the rows of any slice
+    in table order, and the same outputs as the whole table in one chunk."""
+    settings = {"embed.postprocess": "whiten", "embed.splits": ["train"]}
+    whole = profile(tmp_path / "whole", **settings)
+    splits = ["train", "test", "train", "test", "test", "test", "train"]
+    write_captions(whole, splits=splits)
+    embed(whole)
+    monkeypatch.setattr(embed_module, "ROW_CHUNK", 3)
+    chunked = profile(tmp_path / "chunked", **settings)
+    write_captions(chunked, splits=splits)
+    embed(chunked)
+    assert outputs(chunked)["index"] == outputs(whole)["index"]
+    assert json.loads(Paths.of(chunked).embed_meta.read_text()) == \
+        json.loads(Paths.of(whole).embed_meta.read_text())
+    got, want = (list(iter_shards(Paths.of(c).embed_shards)) for c in (chunked, whole))
+    assert [r["key"] for r in got] == [r["key"] for r in want] == ["s0", "s2", "s6"]
+    for a, b in zip(got, want):
+        assert np.array_equal(a["valid"], b["valid"])
+        np.testing.assert_allclose(a["emb"].astype(np.float32), b["emb"].astype(np.float32),
+                                   atol=2.0 ** -11)
+    train = ["s0", "s2", "s6"]
+    path = Paths.of(chunked).captions
+    for start in range(4):
+        for stop in range(start, 4):
+            keys = [k for f in embed_module._chunks(path, chunked.embed, start, stop) for k in f["key"]]
+            assert keys == train[start:stop], (start, stop)
+
+
+@pytest.mark.slow
+def test_two_processes_write_two_parts_that_read_as_one_process_output(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo): each rank writes its part of the rows; the joined
+    shards read row by row as one process's, with the same index, meta and post-processing
+    (fitted from sums added over the ranks). Seen: identical emb bytes, whitening matrices
+    within 2e-8."""
+    paths = {}
+    for n in (1, 2):
+        cfg = profile(tmp_path / f"n{n}", **{"embed.postprocess": "whiten"})
+        write_captions(cfg)
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone",  # a free port
+               "--nproc_per_node", str(n), "-m", "flame_pipeline.cli", "embed", "--profile",
+               "tiny", "--params", str(PARAMS), "--set", f"data_dir={cfg.data_dir}", "--set",
+               "embed.batch_size=2", "--set", "embed.postprocess=whiten"]
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert run.returncode == 0, run.stderr[-3000:]
+        paths[n] = Paths.of(cfg)
+    one, two = paths[1], paths[2]
+    assert sorted(f.name for f in two.embed_shards.iterdir()) == ["index.json", "part-00000", "part-00001"]
+    assert [len(open_shards(two.embed_shards / f"part-0000{r}")) for r in (0, 1)] == [3, 4]
+    a, b = list(iter_shards(one.embed_shards)), list(iter_shards(two.embed_shards))
+    assert [r["key"] for r in b] == [r["key"] for r in a] == [f"s{i}" for i in range(7)]
+    for x, y in zip(a, b):
+        assert np.array_equal(x["valid"], y["valid"])
+        np.testing.assert_allclose(y["emb"].astype(np.float32), x["emb"].astype(np.float32),
+                                   atol=2.0 ** -11)      # float16's step below 1
+    errors: list[str] = []
+    assert [i for i, _ in readable_rows(open_shards(two.embed_shards), two.embed_shards, errors)] \
+        == list(range(7)) and not errors
+    assert sha256_tree(two.embed_index) == sha256_tree(one.embed_index)
+    assert json.loads(two.embed_meta.read_text()) == json.loads(one.embed_meta.read_text())
+    p1, p2 = Postprocess.load(one.embed_postprocess), Postprocess.load(two.embed_postprocess)
+    assert p1.means.keys() == p2.means.keys() == p2.whiteners.keys() == {"single", "short", "long"}
+    for ps in p1.means:
+        np.testing.assert_allclose(p2.means[ps], p1.means[ps], atol=1e-6)
+        np.testing.assert_allclose(p2.whiteners[ps], p1.whiteners[ps], atol=1e-6)

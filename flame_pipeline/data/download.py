@@ -22,7 +22,6 @@ import functools
 import hashlib
 import itertools
 import json
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -39,9 +38,8 @@ from flame_pipeline.data.sources import source_kind
 from flame_pipeline.files import atomic_path, write_json, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.progress import progress
-from flame_pipeline.shards import write_shards
+from flame_pipeline.shards import join_parts, write_shards
 from flame_pipeline.stage import StageOutput, stage_lock
-from flame_pipeline.streaming_compat import merge_index
 
 # Bump when validation or encoding changes what a chunk holds: finished chunks are then redone.
 WORK_FORMAT = 8
@@ -225,17 +223,6 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link)
 
 
-@contextlib.contextmanager
-def _quiet_logging() -> Iterator[None]:
-    """merge_index logs a warning per call about its temporary folder; not news to our users."""
-    before = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(before)
-
-
 def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
     """Publish the chunks as ``raw/shards/`` and ``raw/manifest.parquet`` (rows checked first)."""
     manifest = pl.concat([pl.read_parquet(c / "manifest.parquet") for c in chunks]) if chunks \
@@ -246,11 +233,7 @@ def _merge(chunks: list[Path], paths: Paths, input_rows: int) -> pl.DataFrame:
         tmp.mkdir()
         for i, chunk in enumerate(chunks):
             _link_tree(chunk / "shards", tmp / f"{i:06d}")
-        if chunks:
-            with _quiet_logging():
-                merge_index([str(tmp / f"{i:06d}" / "index.json") for i in range(len(chunks))], str(tmp))
-        else:
-            write_json(tmp / "index.json", {"shards": [], "version": 2})
+        join_parts(tmp, [f"{i:06d}" for i in range(len(chunks))])
     write_parquet(paths.manifest, manifest)
     return manifest
 

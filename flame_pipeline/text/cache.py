@@ -5,7 +5,10 @@ A unit's key is ``content_hash([model fingerprint, prompt prefix, facets, captio
 fingerprint covers the weights' identity, the layer, the compute dtype and ``max_tokens``. The
 cache sits at ``Paths.embed_cache/<fingerprint>/``, one ``.npz`` per forward batch, each written
 atomically, so a stage killed half-way resumes from its last finished batch. The cache holds
-the raw (L2-normalised, float32) vectors; post-processing comes after (``postprocess.py``).
+the raw L2-normalised vectors as float16 (half the bytes of float32; the stored embeddings are
+float16 as well) and hands them back as float32; post-processing comes after
+(``postprocess.py``). ``CACHE_VERSION`` enters the fingerprint, so a cache of another version
+(version 1 held float32) is never mixed with this one.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from flame_pipeline.files import atomic_path
 from flame_pipeline.llm_files import llm_identity
 from flame_pipeline.text.llm import device_and_dtype
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: float16 vectors
 
 
 def content_hash(obj) -> str:
@@ -41,7 +44,7 @@ def model_fingerprint(embed_cfg: EmbedConfig) -> str:
 
 class EmbeddingCache:
     """Raw facet vectors by content key: ``<root>/<fingerprint>/<batch>.npz`` with arrays
-    ``keys [n]``, ``emb [n, K, d] float32``, ``truncated [n] bool``. A file appears whole or not
+    ``keys [n]``, ``emb [n, K, d] float16``, ``truncated [n] bool``. A file appears whole or not
     at all; a killed writer leaves only an ignored temp directory."""
 
     def __init__(self, root: str | Path, fingerprint: str):
@@ -65,13 +68,13 @@ class EmbeddingCache:
     def put(self, keys: list[str], emb: np.ndarray, truncated: list[bool]) -> None:
         target = self.dir / (hashlib.sha256("".join(keys).encode()).hexdigest()[:32] + ".npz")
         with atomic_path(target) as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.array(keys), emb=emb.astype(np.float32),
+            np.savez(f, keys=np.array(keys), emb=emb.astype(np.float16),
                      truncated=np.array(truncated, dtype=bool))
         for i, key in enumerate(keys):
             self._where[key] = (target, i)
 
     def get(self, keys: list[str]) -> tuple[list[np.ndarray], list[bool]]:
-        """The [K, d] vectors and truncated flags of ``keys`` (all must be present)."""
+        """The [K, d] float32 vectors and truncated flags of ``keys`` (all must be present)."""
         by_file: dict[Path, list[int]] = defaultdict(list)
         for j, key in enumerate(keys):
             by_file[self._where[key][0]].append(j)
@@ -82,5 +85,5 @@ class EmbeddingCache:
                 e, t = z["emb"], z["truncated"]
             for j in js:
                 i = self._where[keys[j]][1]
-                emb[j], trunc[j] = e[i], bool(t[i])
+                emb[j], trunc[j] = e[i].astype(np.float32), bool(t[i])
         return emb, trunc

@@ -6,32 +6,51 @@ never computed again and a stage killed half-way resumes from its last finished 
 stage then fits ``embed.postprocess``'s statistics on the train split (``postprocess.py``)
 and writes the post-processed vectors as float16 shards.
 
-Under torchrun each rank computes its share of the missing units; rank 0 writes the outputs.
+The curated table is read ``ROW_CHUNK`` rows at a time, in four passes: every text checked
+and counted (an empty one stops the stage before anything is computed), the missing units
+computed, the train rows' sums for the post-processing, the output rows. Memory holds one
+chunk's texts and vectors and the small per-row columns of ``embed/index.parquet``, never
+the whole table's texts or vectors.
+
+Under torchrun every rank reads the whole table for the first two passes and computes the
+missing units it owns (by key: none twice, the work spread evenly however much of the
+table a killed run left cached). Then each rank takes a contiguous slice of the rows, sums
+its train rows (the sums are added over the ranks, so every rank fits the same
+post-processing) and writes its own MDS part, ``embed/shards/part-<rank>/``; no vector
+travels between ranks. Rank 0 joins the parts with one ``embed/shards/index.json`` (rows in
+table order) and writes the small files. One process writes ``part-00000`` alone: the same
+layout. The ranks share one file system (the cache and the shards directory).
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from flame_pipeline import distributed
 from flame_pipeline.config import EmbedConfig, Profile
-from flame_pipeline.files import atomic_path, write_json, write_parquet
+from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.llm_files import llm_identity
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import write_shards
+from flame_pipeline.shards import join_parts, write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.text.cache import content_hash
 from flame_pipeline.text.cosine import CosineMeter
-from flame_pipeline.text.encoder import TextEncoder
+from flame_pipeline.text.encoder import TextEncoder, owner
 from flame_pipeline.text.llm import device_and_dtype
-from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
+from flame_pipeline.text.postprocess import Postprocess, TrainSums
 from flame_pipeline.text.prompts import EmptyCaptionError, prepare_caption
 
 COLUMNS = {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"}
-ROW_CHUNK = 4096   # rows assembled at a time when writing the outputs
+INDEX = {"key": pl.String, "split": pl.String, "truncated": pl.Boolean, "content_hash": pl.String}
+ROW_CHUNK = 4096   # curated rows read, embedded and written at a time
+
+Unit = tuple[str, str]          # (prompt set, normalised text)
+RowUnits = list[Unit | None]    # per plan entry; None where the row has no such text
 
 
 def plan_fields(entry: tuple) -> tuple[str, ...]:
@@ -54,26 +73,45 @@ def embedding_names(embed_cfg: EmbedConfig) -> list[str]:
     return names
 
 
-def _read_captions(path: Path, embed_cfg: EmbedConfig) -> pl.DataFrame:
+def _caption_columns(path: Path, embed_cfg: EmbedConfig) -> list[str]:
     """The curated table's key, split and the caption fields ``embed.plan`` reads."""
     if not path.is_file():
         raise FileNotFoundError(f"curated captions not found: {path} (run the curate stage)")
-    table = pl.read_parquet(path)
     fields = sorted({f for entry in embed_cfg.plan for f in plan_fields(entry)})
-    missing = [c for c in ("key", "split", *fields) if c not in table.columns]
+    present = pq.read_schema(path).names
+    missing = [c for c in ("key", "split", *fields) if c not in present]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    return table.select("key", "split", *fields)
+    return ["key", "split", *fields]
 
 
-def _row_units(table: pl.DataFrame, embed_cfg: EmbedConfig) -> list[list[tuple[str, str] | None]]:
+def _chunks(path: Path, embed_cfg: EmbedConfig, start: int = 0,
+            stop: int | None = None) -> Iterator[pl.DataFrame]:
+    """The curated rows of the splits ``embed.splits`` names, positions ``start`` to ``stop``
+    among them, in table order, at most ``ROW_CHUNK`` at a time (``_caption_columns``).
+    Training reads only the train split; evaluation embeds its own test queries through
+    TextEncoder (same cache), so ``embed.splits: [train]`` skips what it would not read."""
+    columns = _caption_columns(path, embed_cfg)
+    seen = 0
+    with pq.ParquetFile(path) as table:
+        for batch in table.iter_batches(batch_size=ROW_CHUNK, columns=columns):
+            if stop is not None and seen >= stop:
+                return
+            frame = pl.from_arrow(batch).filter(pl.col("split").is_in(embed_cfg.splits))
+            lo = max(start - seen, 0)
+            hi = frame.height if stop is None else min(stop - seen, frame.height)
+            seen += frame.height
+            if lo < hi:
+                yield frame[lo:hi]
+
+
+def _row_units(frame: pl.DataFrame, embed_cfg: EmbedConfig) -> tuple[list[RowUnits], list[str]]:
     """Per row, per plan entry: (prompt set, normalised text) of the entry's field, or of its
     fallback where the field is null; None where both are null (a recaption the sample lacks;
-    the caption is never null). Every empty text is reported at once, naming its key, before
-    anything is computed."""
+    the caption is never null). Also the empty texts, as "key (field)"."""
     out, bad = [], []
-    for row in table.iter_rows(named=True):
-        units = []
+    for row in frame.iter_rows(named=True):
+        units: RowUnits = []
         for entry in embed_cfg.plan:
             field = next((f for f in plan_fields(entry) if row[f] is not None), None)
             if field is None and "caption" not in plan_fields(entry):
@@ -82,74 +120,126 @@ def _row_units(table: pl.DataFrame, embed_cfg: EmbedConfig) -> list[list[tuple[s
             try:
                 units.append((entry[1], prepare_caption(row[field or "caption"] or "")))
             except EmptyCaptionError:
+                units.append(None)
                 bad.append(f"{row['key']} ({field or 'caption'})")
         out.append(units)
+    return out, bad
+
+
+def _unit_chunks(path: Path, embed_cfg: EmbedConfig, start: int = 0,
+                 stop: int | None = None) -> Iterator[tuple[pl.DataFrame, list[RowUnits]]]:
+    """``_chunks`` with each row's units (the survey has found no empty text)."""
+    for frame in _chunks(path, embed_cfg, start, stop):
+        units, bad = _row_units(frame, embed_cfg)
+        if bad:
+            raise EmptyCaptionError(f"empty caption(s) {bad[:10]}: the curated table changed "
+                                    "while the embed stage read it")
+        yield frame, units
+
+
+def _texts(units: list[RowUnits]) -> list[Unit]:
+    return [u for r in units for u in r if u is not None]
+
+
+@dataclass(frozen=True)
+class Survey:
+    """The first pass's figures: rows, texts and distinct texts of the embedded rows, the
+    distinct texts this rank is to compute, the prompt sets that embed any text and the
+    key of the first text (its vector gives the width)."""
+    rows: int
+    texts: int
+    unique_texts: int
+    to_compute: int
+    used: frozenset[str]
+    first: str | None
+
+
+def _survey(path: Path, enc: TextEncoder, rank: int, world: int) -> Survey:
+    """Read every embedded row once before anything is computed: every empty text is
+    reported at once, naming its key; the distinct texts are counted from their keys."""
+    rows, texts, bad, used, first = 0, 0, [], set(), None
+    keys, missing = [pl.Series(dtype=pl.Binary)], [pl.Series(dtype=pl.Binary)]
+    for frame in _chunks(path, enc.cfg):
+        units, chunk_bad = _row_units(frame, enc.cfg)
+        rows, bad = rows + frame.height, bad + chunk_bad
+        chunk = [(ps, enc.key(ps, text)) for ps, text in _texts(units)]
+        texts += len(chunk)
+        used |= {ps for ps, _ in chunk}
+        first = first or next((k for _, k in chunk), None)
+        keys.append(pl.Series([k for _, k in chunk], dtype=pl.String).str.decode("hex").unique())
+        todo = [k for _, k in chunk if k not in enc.cache and owner(k, world) == rank]
+        missing.append(pl.Series(todo, dtype=pl.String).str.decode("hex").unique())
     if bad:
         raise EmptyCaptionError(f"{len(bad)} empty caption(s) in the curated table, e.g. "
                                 f"{bad[:10]}; nothing was embedded")
-    return out
+    return Survey(rows, texts, pl.concat(keys).n_unique(), pl.concat(missing).n_unique(),
+                  frozenset(used), first)
 
 
-def fit_postprocess(enc: TextEncoder, table: pl.DataFrame, rows: list) -> Postprocess:
-    """``embed.postprocess``'s statistics from the train split, in one pass over its vectors:
-    per (prompt set, facet) means, and for ``whiten`` each prompt set's whitening matrix of the
-    centred vectors (all facets pooled: sum of x x^T minus n * sum_k mean_k mean_k^T)."""
-    kind = enc.cfg.postprocess
-    if kind == "none":
+def fit_postprocess(enc: TextEncoder, path: Path, start: int, stop: int, dim: int,
+                    used: frozenset[str]) -> Postprocess:
+    """``embed.postprocess``'s statistics from the train split: this rank's sums over the
+    train rows of its slice ``start:stop``, added over the ranks, then fitted."""
+    if enc.cfg.postprocess == "none":
         return Postprocess("none", enc.fingerprint, {})
-    sums: dict[str, np.ndarray] = {}
-    squares: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = defaultdict(int)
-    train = [r for r, split in zip(rows, table["split"].to_list()) if split == "train"]
-    for start in range(0, len(train), ROW_CHUNK):
-        units = [u for r in train[start:start + ROW_CHUNK] for u in r if u is not None]
-        emb, _ = enc.raw(units)
-        for (ps, _), e in zip(units, emb):
-            e = e.astype(np.float64)
-            sums[ps] = sums.get(ps, 0) + e
-            counts[ps] += 1
-            if kind == "whiten":
-                squares[ps] = squares.get(ps, 0) + e.T @ e
-    used = {u[0] for r in rows for u in r if u is not None}
-    missing = sorted(used - set(sums))
-    if missing:
-        raise ValueError(f"embed.postprocess={kind}: prompt set(s) {missing} embed test texts "
-                         "but no train-split text; cannot compute their statistics")
-    means = {ps: s / counts[ps] for ps, s in sums.items()}
-    stored = {ps: m.astype(np.float32) for ps, m in means.items()}
-    if kind == "center":
-        return Postprocess("center", enc.fingerprint, stored)
-    floor = enc.cfg.whiten_floor
-    whiteners = {ps: whitening_matrix((squares[ps] - counts[ps] * m.T @ m) / (counts[ps] * len(m)),
-                                      floor) for ps, m in means.items()}
-    return Postprocess("whiten", enc.fingerprint, stored, floor, whiteners)
+    facets = {entry[1]: len(enc.cfg.prompt_sets[entry[1]].facets) for entry in enc.cfg.plan}
+    sums = TrainSums(enc.cfg.postprocess, facets, dim)
+    for frame, units in _unit_chunks(path, enc.cfg, start, stop):
+        train = [r for r, split in zip(units, frame["split"]) if split == "train"]
+        for j, entry in enumerate(enc.cfg.plan):
+            keys = [enc.key(*r[j]) for r in train if r[j] is not None]
+            if keys:
+                sums.add(entry[1], np.stack(enc.cache.get(keys)[0]))
+    sums.arrays = distributed.all_sum(sums.arrays)
+    return sums.fit(enc.fingerprint, enc.cfg.whiten_floor, used)
 
 
-def _assemble(enc: TextEncoder, table: pl.DataFrame, rows: list, post: Postprocess,
-              names: list[str], dim: int):
-    """Yield (shard row, truncated, raw [E, d], processed [E, d]) per caption row, in order."""
-    k_of = [len(enc.cfg.prompt_sets[entry[1]].facets) for entry in enc.cfg.plan]
-    keys = table["key"].to_list()
-    for start in range(0, len(rows), ROW_CHUNK):
-        chunk = rows[start:start + ROW_CHUNK]
-        units = [u for r in chunk for u in r if u is not None]
-        emb, trunc = enc.raw(units)
-        it = iter(zip(emb, trunc))
-        for j, r in enumerate(chunk):
-            raw = np.zeros((len(names), dim), np.float32)
-            done = np.zeros((len(names), dim), np.float32)
-            valid = np.zeros(len(names), np.uint8)
-            truncated, at = False, 0
-            for u, k in zip(r, k_of):
-                if u is not None:
-                    e, t = next(it)
-                    raw[at:at + k] = e
-                    done[at:at + k] = post.apply(u[0], e[None])[0]
-                    valid[at:at + k] = 1
-                    truncated |= t
-                at += k
-            yield ({"key": keys[start + j], "emb": done.astype(np.float16), "valid": valid},
-                   truncated, raw, done)
+def _assemble(enc: TextEncoder, units: list[RowUnits], post: Postprocess, n_names: int,
+              dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A chunk's rows: raw and post-processed vectors [n, E, d], valid [n, E] (uint8),
+    truncated [n] and each row's content hash (of its units' keys)."""
+    keys = [[enc.key(*u) if u else None for u in r] for r in units]
+    raw = np.zeros((len(units), n_names, dim), np.float32)
+    done = np.zeros_like(raw)
+    valid = np.zeros((len(units), n_names), np.uint8)
+    truncated = np.zeros(len(units), bool)
+    at = 0
+    for j, entry in enumerate(enc.cfg.plan):
+        k = len(enc.cfg.prompt_sets[entry[1]].facets)
+        rows = [i for i, r in enumerate(keys) if r[j] is not None]
+        if rows:
+            emb, trunc = enc.cache.get([keys[i][j] for i in rows])
+            x = np.stack(emb)
+            raw[rows, at:at + k] = x
+            done[rows, at:at + k] = post.apply(entry[1], x)
+            valid[rows, at:at + k] = 1
+            truncated[rows] |= trunc
+        at += k
+    return raw, done, valid, truncated, [content_hash(r) for r in keys]
+
+
+def _write_part(out: Path, enc: TextEncoder, path: Path, start: int, stop: int,
+                post: Postprocess, meters: dict[str, CosineMeter]) -> pl.DataFrame:
+    """Write rows ``start:stop`` as the MDS dataset ``out`` (key, emb [E, d] fp16, valid [E]);
+    add their raw and post-processed vectors to ``meters`` ``before`` and ``after``. Returns
+    their index columns and valid counts (``n_valid``)."""
+    names = meters["before"].names
+    dim = meters["before"].sum.shape[-1]
+    index = [pl.DataFrame(schema={**INDEX, "n_valid": pl.Int64})]
+
+    def rows() -> Iterator[dict]:
+        for frame, units in _unit_chunks(path, enc.cfg, start, stop):
+            raw, done, valid, truncated, hashes = _assemble(enc, units, post, len(names), dim)
+            meters["before"].add(raw, valid)
+            meters["after"].add(done, valid)
+            index.append(pl.DataFrame({"key": frame["key"], "split": frame["split"],
+                                       "truncated": truncated, "content_hash": hashes,
+                                       "n_valid": valid.sum(1)}, schema=index[0].schema))
+            for key, emb, v in zip(frame["key"], done.astype(np.float16), valid):
+                yield {"key": key, "emb": emb, "valid": v}
+
+    write_shards(out, COLUMNS, rows())
+    return pl.concat(index)
 
 
 def embed(cfg: Profile) -> StageOutput:
@@ -158,68 +248,62 @@ def embed(cfg: Profile) -> StageOutput:
     paths = Paths.of(cfg)
     ecfg = cfg.embed
     names = embedding_names(ecfg)
-    # training reads only the train split; evaluation embeds its own test queries through
-    # TextEncoder (same cache), so `embed.splits: [train]` skips what it would not read
-    table = _read_captions(paths.captions, ecfg).filter(pl.col("split").is_in(ecfg.splits))
-    rows = _row_units(table, ecfg)
     enc = TextEncoder(ecfg, paths.embed_cache, paths.embed_postprocess)
-    distributed.join()   # under torchrun each rank computes its share of the missing units
+    distributed.join()
     rank, world = distributed.world()
-    all_units = [u for r in rows for u in r if u is not None]
-    enc.ensure(all_units, rank, world)
-    summary = {"rows": table.height, "texts": len(all_units),
-               "unique_texts": len({enc.key(*u) for u in all_units}),
-               "computed": enc.computed, "forward_passes": enc.forward_passes}
+    survey = _survey(paths.captions, enc, rank, world)
+    enc.ensure((u for _, units in _unit_chunks(paths.captions, ecfg) for u in _texts(units)),
+               rank, world, total=survey.to_compute)
     if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        enc.cache.refresh()
-        if rank != 0:
-            return StageOutput(artifacts={}, summary=summary)
+        distributed.barrier()
+        enc.cache.refresh()      # the units the other ranks computed
+    dim = enc.cache.get([survey.first])[0][0].shape[-1] if survey.first else 0
+    start, stop = survey.rows * rank // world, survey.rows * (rank + 1) // world
+    post = fit_postprocess(enc, paths.captions, start, stop, dim, survey.used)
+    meters = {"before": CosineMeter(names, dim), "after": CosineMeter(names, dim)}
+    with distributed.shared_atomic_dir(paths.embed_shards) as tmp:
+        index_part = _write_part(tmp / f"part-{rank:05d}", enc, paths.captions, start, stop,
+                                 post, meters)
+        index_parts = distributed.gather(index_part)   # on rank 0 once every part is written
+        if rank == 0:
+            join_parts(tmp, [f"part-{r:05d}" for r in range(world)])
+    arrays = {"computed": enc.computed, "forward_passes": enc.forward_passes}
+    for when, meter in meters.items():
+        arrays.update({f"{when}/sum": meter.sum, f"{when}/n": meter.n})
+    total = distributed.all_sum(arrays)       # every rank's work and vectors
+    for when, meter in meters.items():
+        meter.sum, meter.n = total[f"{when}/sum"], total[f"{when}/n"].astype(np.int64)
+    summary = {"rows": survey.rows, "texts": survey.texts, "unique_texts": survey.unique_texts,
+               "computed": int(total["computed"]), "forward_passes": int(total["forward_passes"])}
+    if rank != 0:
+        return StageOutput(artifacts={}, summary=summary)
 
-    post = fit_postprocess(enc, table, rows)
-    dim = enc.cache.get([enc.key(*all_units[0])])[0][0].shape[-1] if all_units else 0
-    before, after = CosineMeter(names, dim), CosineMeter(names, dim)
-    truncated: list[bool] = []
-    n_valid: list[int] = []
-
-    def shard_rows():
-        for row, t, raw, done in _assemble(enc, table, rows, post, names, dim):
-            truncated.append(t)
-            n_valid.append(int(row["valid"].sum()))
-            before.add(raw, row["valid"])
-            after.add(done, row["valid"])
-            yield row
-
-    with atomic_path(paths.embed_shards) as tmp:
-        write_shards(tmp, COLUMNS, shard_rows())
-    index = pl.DataFrame({
-        "key": table["key"], "split": table["split"],
-        "truncated": pl.Series(truncated, dtype=pl.Boolean),
-        "content_hash": [content_hash([enc.key(*u) if u else None for u in r]) for r in rows]})
-    write_parquet(paths.embed_index, index)
+    index = pl.concat(index_parts)
+    write_parquet(paths.embed_index, index.select(list(INDEX)))
     post.save(paths.embed_postprocess)
-    aniso = {"before": before.result(), "after": after.result()}
+    aniso = {when: meter.result() for when, meter in meters.items()}
     for when in ("before", "after"):
         vals = [v for v in aniso[when].values() if v is not None]
         aniso[f"mean_{when}"] = round(float(np.mean(vals)), 4) if vals else None
+    truncated = int(index["truncated"].sum())
     meta = {"model": ecfg.llm, "identity": llm_identity(ecfg), "fingerprint": enc.fingerprint,
             "layer": ecfg.layer, "dim": int(dim), "dtype": str(device_and_dtype(ecfg)[1]),
             "names": names, "plan": [list(p) for p in ecfg.plan], "positions": ecfg.positions,
             "prompt_sets": {p[1]: ecfg.prompt_sets[p[1]].model_dump() for p in ecfg.plan},
             "max_tokens": ecfg.max_tokens, "postprocess": ecfg.postprocess,
-            "mean_cosine": aniso, "rows": table.height, "truncated": int(sum(truncated)),
-            "valid_per_name": dict(zip(names, before.n.tolist()))}
+            "mean_cosine": aniso, "rows": survey.rows, "truncated": truncated,
+            "valid_per_name": dict(zip(names, meters["before"].n.tolist()))}
     write_json(paths.embed_meta, meta)
-    summary["truncated"] = int(sum(truncated))
+    summary["truncated"] = truncated
     metrics = [(ecfg.llm, "embed", f"mean_cosine_{w}", float(aniso[f"mean_{w}"]))
                for w in ("before", "after") if aniso.get(f"mean_{w}") is not None]
-    if n_valid:   # valid embeddings per stored row, of len(names) (a sample lacking a recaption has fewer)
-        valid = {"valid_min": float(min(n_valid)), "valid_mean": round(float(np.mean(n_valid)), 4)}
+    n_valid = index["n_valid"]
+    if len(n_valid):   # valid embeddings per stored row, of len(names) (a sample lacking a recaption has fewer)
+        valid = {"valid_min": float(n_valid.min()), "valid_mean": round(float(n_valid.mean()), 4)}
         summary.update(valid)
         metrics += [(ecfg.llm, "embed", name, value) for name, value in valid.items()]
     return StageOutput(
         artifacts={"embed_shards": paths.embed_shards, "embed_index": paths.embed_index,
                    "embed_meta": paths.embed_meta, "embed_postprocess": paths.embed_postprocess},
-        rows={"embed_shards": table.height, "embed_index": table.height},
+        rows={"embed_shards": survey.rows, "embed_index": survey.rows},
         summary=summary, metrics=metrics)

@@ -1,12 +1,18 @@
 """``TextEncoder``: frozen-LLM text embeddings through the facet code, the content-addressed
 cache (``cache.py``) and the embed stage's post-processing statistics (``postprocess.py``).
 The embed stage computes the training captions with it, evaluation its test queries.
+
+``ensure`` reads its units as a stream and holds at most ``ENSURE_CHUNK`` missing ones at a
+time (their token ids, sorted by length within the chunk), so its memory does not grow with
+the number of texts. Under torchrun every rank may read the same stream: each computes only
+the units it owns (``owner``: by key), none twice.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,14 @@ from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.postprocess import Postprocess
 from flame_pipeline.text.prompts import PromptBuilder, PromptTokens, prepare_caption
+
+ENSURE_CHUNK = 16_384   # missing units tokenised and length-sorted at a time by ``ensure``
+
+
+def owner(key: str, world: int) -> int:
+    """The rank of ``world`` processes that computes the unit of ``key``: fixed by the key
+    alone, so the ranks agree without talking and each missing unit is computed once."""
+    return int(key[:8], 16) % world
 
 
 class TextEncoder:
@@ -64,34 +78,63 @@ class TextEncoder:
                     f"of {self.cfg.llm!r}; lower embed.max_tokens")
         return self._model, self._builder
 
-    def ensure(self, units: list[tuple[str, str]], rank: int = 0, world: int = 1) -> int:
-        """Compute the (prompt set, normalised text) units missing from the cache (this rank's
-        share of them, with a progress bar on rank 0); returns how many this call computed."""
-        todo = sorted({self.key(ps, t): (ps, t) for ps, t in units}.items())
-        todo = [(k, u) for k, u in todo if k not in self.cache][rank::world]
-        if not todo:
+    def ensure(self, units: Iterable[tuple[str, str]], rank: int = 0, world: int = 1, *,
+               total: int | None = None, chunk: int = ENSURE_CHUNK) -> int:
+        """Compute the (prompt set, normalised text) units missing from the cache that this rank
+        owns (``owner``), reading ``units`` as a stream: the missing ones are gathered ``chunk``
+        at a time, then tokenised, sorted by length and run in forward batches, so memory does
+        not grow with the stream. Rank 0 shows a progress bar once there is something to
+        compute (``total``: how many texts it expects). Returns how many this call computed."""
+        chunks = self._missing(units, rank, world, chunk)
+        first = next(chunks, None)
+        if first is None:
             return 0
         model, builder = self.load()
-        by_set: dict[str, list] = defaultdict(list)
-        for key, (ps, text) in todo:
-            by_set[ps].append((key, builder.build(text, ps)))
-        start_time, tokens = time.perf_counter(), 0
-        with progress(len(todo), f"embed {self.cfg.llm}", "text", enabled=rank == 0) as bar:
-            for ps in sorted(by_set):
-                items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))  # less padding
-                for chunk in self._batches(items):
-                    emb = facet_embeddings(model, [tok for _, tok in chunk], self.cfg.layer,
+        before, start_time, tokens = self.computed, time.perf_counter(), 0
+        with progress(total, f"embed {self.cfg.llm}", "text", enabled=rank == 0) as bar:
+            for todo in itertools.chain([first], chunks):
+                for ps, batch in self._forward_batches(todo, builder):
+                    emb = facet_embeddings(model, [tok for _, tok in batch], self.cfg.layer,
                                            self.cfg.positions)
                     self.forward_passes += 1
-                    self.cache.put([k for k, _ in chunk], torch.stack(emb).numpy(),
-                                   [tok.truncated for _, tok in chunk])
-                    self.computed += len(chunk)
-                    tokens += sum(tok.n_tokens for _, tok in chunk)
+                    self.cache.put([k for k, _ in batch], torch.stack(emb).numpy(),
+                                   [tok.truncated for _, tok in batch])
+                    self.computed += len(batch)
+                    tokens += sum(tok.n_tokens for _, tok in batch)
                     bar.set_postfix_str(f"prompt set {ps}, "
                                         f"{tokens / (time.perf_counter() - start_time):.0f} tokens/s",
                                         refresh=False)
-                    bar.update(len(chunk))
-        return len(todo)
+                    bar.update(len(batch))
+        return self.computed - before
+
+    def _missing(self, units: Iterable[tuple[str, str]], rank: int, world: int,
+                 chunk: int) -> Iterator[list[tuple[str, tuple[str, str]]]]:
+        """The units of the stream that are not cached and that this rank owns, each once, as
+        (key, unit) lists of at most ``chunk`` in key order. A chunk is computed before the
+        next is gathered, so a unit repeated after its chunk is found in the cache."""
+        pending: dict[str, tuple[str, str]] = {}
+        for ps, text in units:
+            key = self.key(ps, text)
+            if key in pending or key in self.cache or owner(key, world) != rank:
+                continue
+            pending[key] = (ps, text)
+            if len(pending) == chunk:
+                yield sorted(pending.items())
+                pending = {}
+        if pending:
+            yield sorted(pending.items())
+
+    def _forward_batches(self, todo: list[tuple[str, tuple[str, str]]],
+                         builder: PromptBuilder) -> Iterator[tuple[str, list]]:
+        """(prompt set, batch of (key, tokens)) for the units of ``todo``: per prompt set in
+        name order, sorted by length (less padding), cut by ``_batches``."""
+        by_set: dict[str, list] = defaultdict(list)
+        for key, (ps, text) in todo:
+            by_set[ps].append((key, builder.build(text, ps)))
+        for ps in sorted(by_set):
+            items = sorted(by_set[ps], key=lambda kv: (kv[1].n_tokens, kv[0]))
+            for batch in self._batches(items):
+                yield ps, batch
 
     def _batches(self, items: list[tuple[str, PromptTokens]]) -> Iterator[list]:
         """Consecutive runs of the length-sorted ``items``: at most ``embed.batch_size`` prompts
@@ -107,8 +150,9 @@ class TextEncoder:
 
     def raw(self, units: list[tuple[str, str]]) -> tuple[list[np.ndarray], list[bool]]:
         """Cached raw [K, d] vectors and truncated flags of units (computing what is missing)."""
-        self.ensure(units)
-        return self.cache.get([self.key(ps, t) for ps, t in units])
+        keys = [self.key(ps, t) for ps, t in units]
+        self.ensure(units, total=len({k for k in keys if k not in self.cache}))
+        return self.cache.get(keys)
 
     def postprocess(self) -> Postprocess:
         if self._post is None:

@@ -5,8 +5,10 @@ cosine between unrelated captions); the mean of each facet over the TRAIN split 
 and the vector renormalised. ``whiten`` then also maps each prompt set's centred vectors
 through ``C^-1/2`` of their TRAIN-split covariance ``C`` (eigenvalues floored at
 ``embed.whiten_floor`` x the largest, so noise directions are not blown up), which spreads the
-few directions that dominate the cosine over all of them. The embed stage fits the statistics
-(``text/embed.py``) and saves them as ``embed/postprocess.npz``; ``TextEncoder`` loads them to
+few directions that dominate the cosine over all of them. The statistics are fitted from
+sums over the train split (``TrainSums``), which add up over parts of it: under torchrun each
+rank sums its rows and the ranks add their sums, so every rank fits the same. The embed stage
+(``text/embed.py``) saves them as ``embed/postprocess.npz``; ``TextEncoder`` loads them to
 apply the same to evaluation queries.
 """
 from __future__ import annotations
@@ -59,6 +61,49 @@ class Postprocess:
             return cls(str(z["kind"]), str(z["fingerprint"]), part("mean"),
                        float(z["floor"]) if "floor" in z.files else 0.0,
                        part("whiten"))
+
+
+class TrainSums:
+    """What ``embed.postprocess`` (center or whiten) is fitted from, per prompt set of the plan, in float64: the
+    number of train texts (``n/<set>``), the sum of their raw [K, d] vectors (``sum/<set>``)
+    and, for ``whiten``, the sum of x x^T over all their facets (``square/<set>``, [d, d])."""
+
+    def __init__(self, kind: str, facets: dict[str, int], dim: int):
+        self.kind = kind
+        self.arrays: dict[str, np.ndarray] = {}
+        for ps, k in facets.items():
+            self.arrays[f"n/{ps}"] = np.zeros(())
+            self.arrays[f"sum/{ps}"] = np.zeros((k, dim))
+            if kind == "whiten":
+                self.arrays[f"square/{ps}"] = np.zeros((dim, dim))
+
+    def add(self, prompt_set: str, x: np.ndarray) -> None:
+        """Add the raw vectors [n, K, d] of n train texts through ``prompt_set``."""
+        x = x.astype(np.float64)
+        self.arrays[f"n/{prompt_set}"] += len(x)
+        self.arrays[f"sum/{prompt_set}"] += x.sum(0)
+        if self.kind == "whiten":
+            flat = x.reshape(-1, x.shape[-1])
+            self.arrays[f"square/{prompt_set}"] += flat.T @ flat
+
+    def fit(self, fingerprint: str, floor: float, used: frozenset[str]) -> Postprocess:
+        """Per prompt set with train texts its facet means, and for ``whiten`` the whitening
+        matrix of its centred vectors (all facets pooled: sum of x x^T minus n * sum_k
+        mean_k mean_k^T); ``used``: the prompt sets that embed any text, each of which needs
+        train texts."""
+        counts = {name[2:]: int(n) for name, n in self.arrays.items() if name.startswith("n/")}
+        missing = sorted(ps for ps in used if not counts[ps])
+        if missing:
+            raise ValueError(f"embed.postprocess={self.kind}: prompt set(s) {missing} embed test "
+                             "texts but no train-split text; cannot compute their statistics")
+        means = {ps: self.arrays[f"sum/{ps}"] / n for ps, n in counts.items() if n}
+        stored = {ps: m.astype(np.float32) for ps, m in means.items()}
+        if self.kind == "center":
+            return Postprocess("center", fingerprint, stored)
+        whiteners = {ps: whitening_matrix((self.arrays[f"square/{ps}"] - counts[ps] * m.T @ m)
+                                          / (counts[ps] * len(m)), floor)
+                     for ps, m in means.items()}
+        return Postprocess("whiten", fingerprint, stored, floor, whiteners)
 
 
 def whitening_matrix(cov: np.ndarray, floor: float) -> np.ndarray:
