@@ -18,7 +18,7 @@ import torch
 from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree, write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import iter_shards, open_shards
+from flame_pipeline.shards import iter_shards, open_shards, readable_rows
 from flame_pipeline.text import embed as embed_module
 from flame_pipeline.text.embed import embed
 from flame_pipeline.text.encoder import TextEncoder
@@ -26,7 +26,6 @@ from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
 from flame_pipeline.text.facets import facet_embeddings
 from flame_pipeline.text.llm import load_llm
 from flame_pipeline.text.prompts import EmptyCaptionError, PromptBuilder, PromptTokens, prepare_caption
-from flame_pipeline.train.data import readable_rows
 from profiles import profile_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -489,7 +488,7 @@ def test_two_processes_write_two_parts_that_read_as_one_process_output(tmp_path)
         np.testing.assert_allclose(y["emb"].astype(np.float32), x["emb"].astype(np.float32),
                                    atol=2.0 ** -11)      # float16's step below 1
     errors: list[str] = []
-    assert [i for i, _ in readable_rows(open_shards(two.embed_shards), two.embed_shards, errors)] \
+    assert [i for i, _ in readable_rows(two.embed_shards, errors)] \
         == list(range(7)) and not errors
     assert sha256_tree(two.embed_index) == sha256_tree(one.embed_index)
     assert json.loads(two.embed_meta.read_text()) == json.loads(one.embed_meta.read_text())

@@ -239,9 +239,9 @@ def test_pool_restricts_the_drawn_embeddings(tmp_path, make_data):
     cfg = make_data(tmp_path, overrides={"train.pool": ["long", "single"]})
     texts = StoredEmbeddings(cfg)
     assert texts.texts(1, {"key": "s001"}, torch.Generator())["text_mask"].sum() == 1   # its "single"
-    long_only = StoredEmbeddings(profile_at(tmp_path, {"train.pool": ["long"]}))
-    with pytest.raises(DataError, match=r"s001: no stored embedding in train.pool \['long'\]"):
-        long_only.texts(1, {"key": "s001"}, torch.Generator())
+    with pytest.raises(DataError, match=r"12 train samples have no stored embedding in train.pool "
+                                        r"\['long'\] \(e.g. \['s001', 's003', 's005'\]\)"):
+        StoredEmbeddings(profile_at(tmp_path, {"train.pool": ["long"]}))
     row = texts.shards.get_item(int(texts.rows[0]))
     for seed in range(5):
         got = texts.texts(0, {"key": "s000"}, torch.Generator().manual_seed(seed))["texts"]

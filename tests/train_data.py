@@ -66,7 +66,9 @@ def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim
     write_shards(paths.embed_shards, {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"},
                  emb_rows, size_limit=shard_bytes)
     split = ["train"] * n_train + ["test"] * n_test
-    pl.DataFrame({"key": keys, "split": split}).write_parquet(paths.embed_index)
+    pl.DataFrame({"key": keys, "split": split, "valid": [r["valid"].tolist() for r in emb_rows]},
+                 schema={"key": pl.String, "split": pl.String, "valid": pl.List(pl.UInt8)}
+                 ).write_parquet(paths.embed_index)
     paths.embed_meta.write_text(json.dumps({"model": cfg.embed.llm, "identity": llm_identity(cfg.embed),
                                             "layer": cfg.embed.layer, "dim": dim, "names": NAMES}))
 

@@ -46,7 +46,9 @@ from flame_pipeline.text.postprocess import Postprocess, TrainSums
 from flame_pipeline.text.prompts import EmptyCaptionError, prepare_caption
 
 COLUMNS = {"key": "str", "emb": "ndarray:float16", "valid": "ndarray:uint8"}
-INDEX = {"key": pl.String, "split": pl.String, "truncated": pl.Boolean, "content_hash": pl.String}
+# valid: which of the E stored embeddings the row has (training checks train.pool against it)
+INDEX = {"key": pl.String, "split": pl.String, "truncated": pl.Boolean, "content_hash": pl.String,
+         "valid": pl.List(pl.UInt8)}
 ROW_CHUNK = 4096   # curated rows read, embedded and written at a time
 
 Unit = tuple[str, str]          # (prompt set, normalised text)
@@ -234,7 +236,8 @@ def _write_part(out: Path, enc: TextEncoder, path: Path, start: int, stop: int,
             meters["after"].add(done, valid)
             index.append(pl.DataFrame({"key": frame["key"], "split": frame["split"],
                                        "truncated": truncated, "content_hash": hashes,
-                                       "n_valid": valid.sum(1)}, schema=index[0].schema))
+                                       "valid": valid.tolist(), "n_valid": valid.sum(1)},
+                                      schema=index[0].schema))
             for key, emb, v in zip(frame["key"], done.astype(np.float16), valid):
                 yield {"key": key, "emb": emb, "valid": v}
 

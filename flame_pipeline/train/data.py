@@ -18,7 +18,9 @@ loads it.
 
 FLAME's texts (``StoredEmbeddings``) are the embed stage's shards, which hold the curated rows
 of ``embed.splits`` in the captions table's order: train sample i is the i-th train row there.
-The keys of both index tables are compared before training, and each sample's key when read.
+The keys of both index tables are compared before training, and each sample's key when read;
+a train sample without a stored embedding in ``train.pool`` is an error before the first step
+(from the embed index's ``valid`` column).
 """
 from __future__ import annotations
 
@@ -112,12 +114,19 @@ class StoredEmbeddings:
             raise DataError(f"stored embeddings ({paths.embed_meta}) were made with {made}, but "
                             f"params give {wanted}: re-run the embed stage")
         self.pool = pool_mask(self.meta["names"], cfg.train.pool)
-        self.pool_names = cfg.train.pool
         self.index = pl.read_parquet(paths.embed_index, columns=["key", "split"]).with_row_index("row")
-        train = self.index.filter(pl.col("split") == "train")
+        train = (pl.read_parquet(paths.embed_index, columns=["split", "valid"])
+                   .with_columns(key=self.index["key"], row=self.index["row"])
+                   .filter(pl.col("split") == "train"))
         if train["key"].to_list() != train_keys(paths):
             raise DataError(f"{paths.embed} was made from another curated table than "
                             f"{paths.captions}: re-run the embed stage")
+        pooled = np.array(train["valid"].to_list(), dtype=bool).reshape(train.height, -1) & self.pool
+        lacking = train.filter(pl.Series(~pooled.any(axis=1)))["key"]
+        if len(lacking):
+            raise DataError(f"{len(lacking)} train samples have no stored embedding in train.pool "
+                            f"{cfg.train.pool} (e.g. {lacking.head(3).to_list()}); widen train.pool "
+                            "(or leave it empty: every stored embedding)")
         self.rows = train["row"].to_numpy()
         self.shards = open_shards(paths.embed_shards)
 
@@ -158,9 +167,6 @@ class StoredEmbeddings:
             raise DataError(f"train sample {sample} is {row['key']!r} in the train shards but "
                             f"{stored['key']!r} in the embed shards: re-run the embed stage")
         pool = torch.from_numpy(np.flatnonzero(stored["valid"].astype(bool) & self.pool))
-        if not len(pool):
-            raise DataError(f"{row['key']}: no stored embedding in train.pool {self.pool_names}; "
-                            "widen train.pool (or leave it empty: every stored embedding)")
         pick = pool[torch.randperm(len(pool), generator=generator)[: self.positives]].numpy()
         texts = np.zeros((self.positives, self.dim), np.float32)
         texts[: len(pick)] = stored["emb"][pick]
