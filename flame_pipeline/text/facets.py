@@ -110,15 +110,18 @@ def facet_embeddings(model, rows: list[PromptTokens], layer: int | list[int] = -
     """One forward pass for ``rows``; per row a float32 tensor [K, d] of L2-normalised
     hidden states (``hidden_states[layer]``, or the mean of ``hidden_states[i]`` over a list
     ``layer``) at the last token of each facet (``positions``: see ``pack``)."""
-    param = next(model.parameters())
+    # where the inputs go (under embed.device_map: the first GPU), in the compute dtype (the
+    # linear weights of a quantized model are integers)
+    embedding = model.get_input_embeddings().weight
     batch = pack(rows, positions=positions)
-    out = model(input_ids=batch.input_ids.to(param.device),
-                position_ids=batch.position_ids.to(param.device),
-                attention_mask=attention_mask(model, batch, param.device, param.dtype),
+    out = model(input_ids=batch.input_ids.to(embedding.device),
+                position_ids=batch.position_ids.to(embedding.device),
+                attention_mask=attention_mask(model, batch, embedding.device, embedding.dtype),
                 output_hidden_states=True, use_cache=False)
     if isinstance(layer, int):
         picked = at_last(out.hidden_states[layer], batch.last)          # [B, Kmax, d]
-    else:
-        picked = torch.stack([at_last(out.hidden_states[i], batch.last) for i in layer]).mean(dim=0)
+    else:   # sharded by device_map, the layers' states may sit on different GPUs
+        picked = torch.stack([at_last(out.hidden_states[i], batch.last).to(embedding.device)
+                              for i in layer]).mean(dim=0)
     picked = torch.nn.functional.normalize(picked, dim=-1).cpu()
     return [picked[b, :k] for b, k in enumerate(batch.n_facets)]
