@@ -27,13 +27,19 @@ class LLMSpec(ConfigurableResource):
     llm: str = Field("", description="packaged name, hub id, local dir or .gguf file; "
                                       "empty = params.yaml's embed.llm")
     layer: Optional[int] = Field(None, description="hidden_states index; null = params.yaml's embed.layer")
+    # Dagster's config has no int-or-list type: several layers come in a field of their own
+    layers: list[int] = Field([], description="hidden_states indices whose mean embeds (instead of "
+                                               "layer); empty = layer")
 
     def overrides(self) -> dict[str, object]:
         out: dict[str, object] = {}
         if self.llm:
             out["embed.llm"] = self.llm
-        if self.layer is not None:
-            out["embed.layer"] = self.layer
+        if self.layer is not None and self.layers:
+            raise ValueError(f"the llm resource sets both layer ({self.layer}) and layers "
+                             f"({self.layers}): set one")
+        if self.layer is not None or self.layers:
+            out["embed.layer"] = self.layers or self.layer
         return out
 
 

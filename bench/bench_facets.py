@@ -65,28 +65,40 @@ def interleaved(a, b, repeats: int) -> tuple[float, float, float, float]:
     return best[a][0], best[b][0], best[a][1], best[b][1]
 
 
-def batches(rows: list, size: int):
-    rows = sorted(rows, key=lambda r: r.n_tokens)          # as the stage does: less padding
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+def alone(rows: list[PromptTokens]) -> list[PromptTokens]:
+    """Each facet of ``rows`` as a prompt of its own, P + Fk, in row and facet order."""
+    return [PromptTokens(r.prefix, [f], r.truncated) for r in rows for f in r.facets]
+
+
+def embed_rows(model, rows: list[PromptTokens], layer, size: int) -> torch.Tensor:
+    """[sum of K, d]: every facet vector of ``rows`` in row and facet order, computed in passes
+    of ``size`` rows sorted by length (as the stage does: less padding)."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i].n_tokens)
+    out: list = [None] * len(rows)
+    for start in range(0, len(order), size):
+        part = order[start:start + size]
+        for i, emb in zip(part, facet_embeddings(model, [rows[i] for i in part], layer)):
+            out[i] = emb
+    return torch.cat(out)
 
 
 def one_vs_separate(model, rows: list[PromptTokens], layer: int, size: int,
                     repeats: int) -> dict:
-    singles = [PromptTokens(r.prefix, [f], r.truncated) for r in rows for f in r.facets]
-    one_b, sep_b = batches(rows, size), batches(singles, size)
-    run_one = lambda: [facet_embeddings(model, b, layer) for b in one_b]  # noqa: E731
-    run_sep = lambda: [facet_embeddings(model, b, layer) for b in sep_b]  # noqa: E731
-    run_one(), run_sep()                                                  # warm-up
+    singles = alone(rows)
+    run_one = lambda: embed_rows(model, rows, layer, size)      # noqa: E731
+    run_sep = lambda: embed_rows(model, singles, layer, size)   # noqa: E731
+    run_one(), run_sep()                                         # warm-up
     t_one, t_sep, c_one, c_sep = interleaved(run_one, run_sep, repeats)
-    one = {tuple(r.prefix): e for b in one_b for r, e in zip(b, facet_embeddings(model, b, layer))}
-    sep = {(tuple(r.prefix), tuple(r.facets[0])): e[0]
-           for b in sep_b for r, e in zip(b, facet_embeddings(model, b, layer))}
-    min_cos = min(torch.nn.functional.cosine_similarity(
-        one[tuple(r.prefix)][k], sep[(tuple(r.prefix), tuple(f))], dim=0).item()
-        for r in rows for k, f in enumerate(r.facets))
+    min_cos = torch.nn.functional.cosine_similarity(run_one(), run_sep(), dim=-1).min().item()
     ideal = sum(s.n_tokens for s in singles) / sum(r.n_tokens for r in rows)
     return {"t_one": t_one, "t_sep": t_sep, "speedup": t_sep / t_one, "ideal": ideal,
             "cpu_speedup": c_sep / c_one, "min_cos": min_cos}
+
+
+def non_embedding_params(model) -> int:
+    """The LLM's parameters less its input embeddings: each one is a multiply-add per token."""
+    embedding = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embedding
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048,
@@ -135,8 +147,7 @@ def main() -> None:
 
     units = [(ps, t) for t in texts for ps in ("single", "short", "long")]
     tokens = sum(builder.build(t, ps).n_tokens for ps, t in units)
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n)
-    params_n = sum(p.numel() for p in model.parameters()) - embedding
+    params_n = non_embedding_params(model)
     del model
     with tempfile.TemporaryDirectory() as cache:
         def first():

@@ -190,8 +190,14 @@ PlanEntry = Union[Annotated[tuple[CaptionField, str], Strict(False)],
 
 class EmbedConfig(Section):
     llm: str = "smollm2-135m"          # packaged name, hub id, local dir, .gguf file, or "tiny-random"
-    layer: int = -2                     # hidden_states index: -2 = second-to-last decoder layer output
+    # hidden_states index (-2 = second-to-last decoder layer output), or a list of them: the
+    # embedding is then the mean of those layers' hidden states (docs/GPU.md#averaging-layers)
+    layer: int | list[int] = -2
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    # large LLMs on GPUs (docs/GPU.md#large-llms): weights in 8 or 4 bits (bitsandbytes, CUDA
+    # only), and transformers' device_map to shard the LLM over the GPUs of one process
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = None
     batch_size: int = Field(16, ge=1)   # most prompts per forward pass
     # most padded tokens per forward pass (rows x longest prompt); 0 = no limit. On 2 CPU cores
     # Qwen2.5-0.5B embeds long 7-facet prompts (~250 tokens) ~12% faster two at a time than 16
@@ -212,6 +218,25 @@ class EmbedConfig(Section):
     whiten_floor: float = Field(0.1, gt=0.0, le=1.0)   # eigenvalue floor / the largest eigenvalue
     init_seed: int = 0                  # seed of the "tiny-random" LLM's initialisation
     splits: list[Literal["train", "test", "val"]] = ["train", "test"]   # curated splits the stage stores
+
+    @field_validator("layer")
+    @classmethod
+    def _layers(cls, layer: int | list[int]) -> int | list[int]:
+        """A list of one layer is that layer (the same cache keys); a list must not repeat."""
+        if isinstance(layer, int):
+            return layer
+        if not layer:
+            raise ValueError("an empty list of layers")
+        if len(set(layer)) != len(layer):
+            raise ValueError(f"layers {layer} repeat")
+        return layer[0] if len(layer) == 1 else layer
+
+    @model_validator(mode="after")
+    def _loaded_from_files(self) -> "EmbedConfig":
+        if self.llm == "tiny-random" and (self.quantization != "none" or self.device_map is not None):
+            raise ValueError("quantization and device_map apply to weights loaded from files; "
+                             "tiny-random is built from a config")
+        return self
 
 
 class VisionConfig(Section):

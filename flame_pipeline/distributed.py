@@ -26,6 +26,11 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def launched_world() -> int:
+    """How many processes torchrun started (1 when torchrun did not start this one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def device() -> torch.device:
     """This process's device: the GPU ``LOCAL_RANK`` when CUDA is present, else the CPU."""
     if torch.cuda.is_available():
@@ -36,7 +41,7 @@ def device() -> torch.device:
 def join() -> bool:
     """Join the process group torchrun describes, unless there is none or it is joined already;
     True when this call joined it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if launched_world() > 1 and not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(device())   # NCCL sends gathered objects from this device
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

@@ -43,6 +43,23 @@ def test_bad_values_name_the_key(override, key):
     assert key in str(err.value)
 
 
+def test_a_list_of_layers_and_the_large_llm_options():
+    cfg = load_profile("tiny", PARAMS, ["embed.layer=[-2, -4]"])
+    assert cfg.embed.layer == [-2, -4]
+    one = load_profile("tiny", PARAMS, ["embed.layer=[-2]"])   # one layer: the int, the same hash
+    assert one.embed.layer == -2 and one.params_hash() == load_profile("tiny", PARAMS).params_hash()
+    for bad, why in (("[]", "empty"), ("[-2, -2]", "repeat"), ("[-2, x]", "embed.layer")):
+        with pytest.raises(ConfigError, match=why):
+            load_profile("tiny", PARAMS, [f"embed.layer={bad}"])
+    big = load_profile("default", PARAMS, ["embed.quantization=4bit", "embed.device_map=auto"])
+    assert (big.embed.quantization, big.embed.device_map) == ("4bit", "auto")
+    for over in (["embed.quantization=8bit"], ["embed.device_map=auto"]):
+        with pytest.raises(ConfigError, match="tiny-random is built from a config"):
+            load_profile("tiny", PARAMS, over)
+    with pytest.raises(ConfigError, match="embed.quantization"):
+        load_profile("default", PARAMS, ["embed.quantization=3bit"])
+
+
 def test_unknown_profile_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="unknown profile 'huge'"):
         load_profile("huge", PARAMS)

@@ -26,7 +26,7 @@ from assets.checks import (CHECKS, chance_recall, embeddings_finite_unit_norm,
                            held_out_disjoint_from_train, kept_rows_curated_or_dropped,
                            retrieval_above_chance)
 from assets.definitions import build_definitions, flame_resources
-from assets.resources import FlameParams, ResultsStoreResource
+from assets.resources import FlameParams, LLMSpec, ResultsStoreResource
 from assets.metadata import data_version, dvc_md5, dvc_outs, metrics_table, stage_metadata
 from assets.stages import STAGE_ASSETS
 from flame_pipeline.config import load_profile
@@ -135,6 +135,11 @@ def test_per_run_overrides_reach_every_resource(project):
     assert (seen["profile"], seen["steps"], seen["seed"]) == ("tiny", 3, 7)
     assert (seen["llm"], seen["layer"]) == ("smollm2-135m", -3)
     assert seen["params_hash"] != base.params_hash()
+
+    seen = probe(res, {"resources": {"llm": {"config": {"layers": [-2, -4]}}}})
+    assert seen["layer"] == [-2, -4]   # several layers: their mean embeds
+    with pytest.raises(ValueError, match="sets both layer"):
+        LLMSpec(layer=-3, layers=[-2, -4]).overrides()
 
     seen = probe(res, {"resources": {"flame": {"config": {"profile": "default"}}}})
     assert seen["profile"] == "default"  # params_path stays the one the definitions were built with

@@ -64,6 +64,35 @@ def check_equality(cfg, model, builder):
                 assert cos(emb[k], alone(model, row, k, cfg.layer)) >= BAR[cfg.dtype], (ps, k)
 
 
+def test_a_list_of_layers_embeds_the_mean_of_their_hidden_states():
+    """``embed.layer: [a, b]``: each facet's vector is the mean of hidden_states[a] and [b] at
+    its last token, computed here with transformers on P + Fk alone, then normalised."""
+    cfg, model, builder = load("tiny-random")
+    rows = [builder.build(prepare_caption(c), "short") for c in CAPTIONS]
+    got = facets.facet_embeddings(model, rows, [-2, 1])
+    for row, emb in zip(rows, got):
+        for k in range(len(row.facets)):
+            a, b = alone(model, row, k, -2), alone(model, row, k, 1)
+            want = torch.nn.functional.normalize((a + b) / 2, dim=0)
+            assert torch.allclose(emb[k], want, atol=1e-5), k
+            assert max(cos(emb[k], a), cos(emb[k], b)) < 0.999   # neither layer alone
+
+
+def test_an_int_layer_is_the_hidden_state_of_that_layer_unchanged():
+    """The single layer's vector, bit for bit as the one pass gives it before any averaging."""
+    cfg, model, builder = load("tiny-random")
+    rows = [builder.build(prepare_caption(c), "long") for c in CAPTIONS]
+    b = facets.pack(rows)
+    with torch.inference_mode():
+        hidden = model(input_ids=b.input_ids, position_ids=b.position_ids, output_hidden_states=True,
+                       attention_mask=facets.attention_mask(model, b, torch.device("cpu"),
+                                                            torch.float32)).hidden_states[-2]
+    want = torch.nn.functional.normalize(
+        torch.stack([hidden[i, b.last[i]] for i in range(len(rows))]), dim=-1)
+    for i, emb in enumerate(facets.facet_embeddings(model, rows, -2)):
+        assert torch.equal(emb, want[i, :len(rows[i].facets)])
+
+
 def test_mask_rules_on_a_small_layout():
     rows = [PromptTokens([1, 2], [[3, 4], [5]], False), PromptTokens([1], [[3]], False)]
     b = facets.pack(rows)
@@ -157,6 +186,28 @@ def test_reference_compat_stores_the_reference_layouts_raw_vectors(tmp_path):
                                                        dim=0)
                     np.testing.assert_allclose(emb[at], want.numpy(), atol=2e-3)
                 at += 1
+
+
+def test_stored_embeddings_of_averaged_layers_record_the_list(tmp_path):
+    """The embed stage with ``embed.layer: [-2, -3]`` stores the mean's vectors and records the
+    list; training reads them with that list and refuses them with one of its layers."""
+    from flame_pipeline.train.data import DataError, StoredEmbeddings
+
+    cfg = profile_at(tmp_path / "data", {"embed.layer": [-2, -3], "embed.postprocess": "none",
+                                         "embed.plan": [["caption", "single"]]})
+    write_parquet(Paths.of(cfg).captions, pl.DataFrame({"key": ["a", "b"], "split": ["train"] * 2,
+                                                        "caption": CAPTIONS}))
+    embed(cfg)
+    model, tok = load_llm(cfg.embed)
+    builder = PromptBuilder(tok, cfg.embed.prompt_sets, cfg.embed.max_tokens)
+    for row, caption in zip(iter_shards(Paths.of(cfg).embed_shards), CAPTIONS):
+        want = facets.facet_embeddings(model, [builder.build(prepare_caption(caption), "single")],
+                                       [-2, -3])[0]
+        np.testing.assert_allclose(row["emb"].astype(np.float32), want.numpy(), atol=2e-3)
+    assert StoredEmbeddings(cfg).meta["layer"] == [-2, -3]
+    one = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={"layer": -2})})
+    with pytest.raises(DataError, match=r"'layer': \[-2, -3\]"):
+        StoredEmbeddings(one)
 
 
 def test_batch_independence(tiny):

@@ -2,6 +2,7 @@
 GGUF cache, tiny-random, bad paths."""
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -75,3 +76,100 @@ def test_a_gguf_file_is_converted_once_to_a_cached_safetensors_copy(tmp_path, mo
     assert time.perf_counter() - start < 15 and copies[0].stat().st_mtime_ns == stamp
     assert torch.equal(model.layers[3].mlp.up_proj.weight, again.layers[3].mlp.up_proj.weight)
     assert not any(p.requires_grad for p in again.parameters())
+
+
+@pytest.fixture
+def pretend_bitsandbytes(monkeypatch):
+    """``find_spec`` as if bitsandbytes were (``present``) or were not installed."""
+    real = importlib.util.find_spec
+
+    def fake(present: bool):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+            (real("torch") if present else None) if name == "bitsandbytes" else real(name, *a)))
+    return fake
+
+
+def test_quantization_needs_bitsandbytes_then_cuda(pretend_bitsandbytes):
+    cfg = embed_cfg(llm="smollm2-135m", quantization="8bit")
+    pretend_bitsandbytes(False)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'flame-pipeline\[gpu\]'"):
+        llm.placement(cfg, "unused", torch.device("cuda", 0), torch.bfloat16)
+    pretend_bitsandbytes(True)
+    with pytest.raises(ValueError, match="runs on CUDA GPUs, and this process has none"):
+        llm.placement(cfg, "unused", torch.device("cpu"), torch.float32)
+
+
+def test_quantization_refuses_weights_stored_quantized(tmp_path, pretend_bitsandbytes):
+    from transformers import LlamaConfig
+    LlamaConfig(**llm_files.TINY_SHAPE, quantization_config={"quant_method": "gptq", "bits": 4}
+                ).save_pretrained(tmp_path)
+    pretend_bitsandbytes(True)
+    with pytest.raises(ValueError, match=r"stored quantized already \(gptq\)"):
+        llm.placement(embed_cfg(llm=str(tmp_path), quantization="4bit"), tmp_path,
+                      torch.device("cuda", 0), torch.bfloat16)
+
+
+def test_device_map_is_one_process_sharding(monkeypatch):
+    cfg = embed_cfg(llm="smollm2-135m", device_map="auto")
+    assert llm.placement(cfg, "unused", torch.device("cpu"), torch.float32) == {"device_map": "auto"}
+    assert llm.placement(embed_cfg(llm="smollm2-135m"), "unused", torch.device("cpu"),
+                         torch.float32) == {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="torchrun started 2 processes"):
+        llm.placement(cfg, "unused", torch.device("cpu"), torch.float32)
+
+
+def test_quantization_options_for_bitsandbytes(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from transformers import LlamaConfig
+    LlamaConfig(**llm_files.TINY_SHAPE).save_pretrained(tmp_path)
+    options = llm.placement(embed_cfg(llm=str(tmp_path), quantization="4bit"), tmp_path,
+                            torch.device("cuda", 1), torch.bfloat16)
+    q = options["quantization_config"]
+    assert options["device_map"] == {"": "cuda:1"}
+    assert (q.load_in_4bit, q.load_in_8bit, q.bnb_4bit_quant_type) == (True, False, "nf4")
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_device_map_loads_the_same_vectors_under_another_cache_key(tmp_path):
+    """A model directory loaded with ``device_map: auto`` (here all on the CPU) embeds as the
+    plain load does; the option enters the fingerprint, the defaults do not."""
+    from flame_pipeline.text.cache import content_hash, model_fingerprint
+    from flame_pipeline.text.facets import facet_embeddings
+    from flame_pipeline.text.prompts import PromptBuilder, prepare_caption
+
+    tiny, tok = llm.load_llm(embed_cfg(llm="tiny-random", dtype="fp32"))
+    tiny.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    plain_cfg = embed_cfg(llm=str(tmp_path), dtype="fp32")
+    sharded_cfg = embed_cfg(llm=str(tmp_path), dtype="fp32", device_map="auto")
+    rows = [PromptBuilder(tok, plain_cfg.prompt_sets, plain_cfg.max_tokens).build(
+        prepare_caption("a red square"), "long")]
+    vectors = [facet_embeddings(llm.load_llm(c)[0], rows, c.layer) for c in (plain_cfg, sharded_cfg)]
+    assert torch.equal(vectors[0][0], vectors[1][0])
+    old_key = content_hash({"v": 1, "llm": llm_files.llm_identity(plain_cfg), "layer": -2,
+                            "dtype": "torch.float32", "max_tokens": plain_cfg.max_tokens})[:16]
+    assert model_fingerprint(plain_cfg) == old_key != model_fingerprint(sharded_cfg)
+    averaged = plain_cfg.model_copy(update={"layer": [-2, -3]})
+    assert len({model_fingerprint(c) for c in (plain_cfg, sharded_cfg, averaged,
+                                               embed_cfg(llm=str(tmp_path), dtype="fp32",
+                                                         quantization="8bit"))}) == 4
+
+
+def test_final_norm_drops_the_device_map_hook():
+    """A sharded model's norm carries accelerate's hook, which would move the token map's CPU
+    inputs to the norm's GPU: the copy has none and computes as the plain norm."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class ToMeta(ModelHook):   # stands in for a GPU this machine lacks
+        def pre_forward(self, module, *args, **kwargs):
+            return tuple(a.to("meta") for a in args), kwargs
+
+    model, _ = llm.load_llm(embed_cfg(llm="tiny-random", dtype="fp32"))
+    x = torch.randn(3, model.config.hidden_size)
+    want = llm.final_norm(model)(x)
+    add_hook_to_module(model.norm, ToMeta())
+    with pytest.raises(RuntimeError, match="meta"):
+        model.norm(x)
+    got = llm.final_norm(model)(x)
+    assert got.device.type == "cpu" and torch.equal(got, want)

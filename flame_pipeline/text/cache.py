@@ -32,13 +32,18 @@ def content_hash(obj) -> str:
 
 
 def model_fingerprint(embed_cfg: EmbedConfig) -> str:
-    """Everything about the model run that changes a vector, hashed. The facet positions enter
-    only when they are not the default, so the default's cached vectors keep their keys."""
+    """Everything about the model run that changes a vector, hashed. The facet positions, the
+    quantization and the device_map enter only when they are not the default, so the default's
+    cached vectors keep their keys."""
     _, dtype = device_and_dtype(embed_cfg)
     run = {"v": CACHE_VERSION, "llm": llm_identity(embed_cfg), "layer": embed_cfg.layer,
            "dtype": str(dtype), "max_tokens": embed_cfg.max_tokens}
     if embed_cfg.positions != "restart":
         run["positions"] = embed_cfg.positions
+    if embed_cfg.quantization != "none":
+        run["quantization"] = embed_cfg.quantization
+    if embed_cfg.device_map is not None:
+        run["device_map"] = embed_cfg.device_map
     return content_hash(run)[:16]
 
 

@@ -9,7 +9,8 @@ Position ids restart at |P| for every facet, so each facet is computed exactly a
 ``P + Fk`` had been run alone: that equality is what tests/test_facets.py checks. With
 ``embed.positions: continue`` (the reference code's layout) they run on across the facets
 instead: facet k starts at |P| + |F1| + ... + |F(k-1)|, as in the packed sequence.
-Embedding k = ``hidden_states[layer]`` at the last token of Fk, L2-normalised.
+Embedding k = ``hidden_states[layer]`` at the last token of Fk, L2-normalised; with a list of
+layers, the mean of their hidden states there.
 
 Models with sliding-window layers (Gemma 3, some Qwen2 configs) get a second mask with the
 window applied in position space, passed as transformers' per-layer-type mask mapping.
@@ -97,20 +98,30 @@ def attention_mask(model, batch: PackedBatch, device: torch.device, dtype: torch
             "sliding_attention": additive_mask(allowed(seg, pos, window), dtype)}
 
 
+def at_last(hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """float32 [B, Kmax, d]: ``hidden`` [B, L, d] at each facet's last token (``PackedBatch.last``)."""
+    index = last.to(hidden.device)[:, :, None].expand(-1, -1, hidden.shape[-1])
+    return torch.gather(hidden, 1, index).float()
+
+
 @torch.inference_mode()
-def facet_embeddings(model, rows: list[PromptTokens], layer: int = -2,
+def facet_embeddings(model, rows: list[PromptTokens], layer: int | list[int] = -2,
                      positions: str = "restart") -> list[torch.Tensor]:
     """One forward pass for ``rows``; per row a float32 tensor [K, d] of L2-normalised
-    hidden states (``hidden_states[layer]``) at the last token of each facet (``positions``:
-    see ``pack``)."""
-    param = next(model.parameters())
+    hidden states (``hidden_states[layer]``, or the mean of ``hidden_states[i]`` over a list
+    ``layer``) at the last token of each facet (``positions``: see ``pack``)."""
+    # where the inputs go (under embed.device_map: the first GPU), in the compute dtype (the
+    # linear weights of a quantized model are integers)
+    embedding = model.get_input_embeddings().weight
     batch = pack(rows, positions=positions)
-    out = model(input_ids=batch.input_ids.to(param.device),
-                position_ids=batch.position_ids.to(param.device),
-                attention_mask=attention_mask(model, batch, param.device, param.dtype),
+    out = model(input_ids=batch.input_ids.to(embedding.device),
+                position_ids=batch.position_ids.to(embedding.device),
+                attention_mask=attention_mask(model, batch, embedding.device, embedding.dtype),
                 output_hidden_states=True, use_cache=False)
-    hidden = out.hidden_states[layer]                                   # [B, L, d]
-    picked = torch.gather(hidden, 1, batch.last.to(param.device)[:, :, None]
-                          .expand(-1, -1, hidden.shape[-1])).float()    # [B, Kmax, d]
+    if isinstance(layer, int):
+        picked = at_last(out.hidden_states[layer], batch.last)          # [B, Kmax, d]
+    else:   # sharded by device_map, the layers' states may sit on different GPUs
+        picked = torch.stack([at_last(out.hidden_states[i], batch.last).to(embedding.device)
+                              for i in layer]).mean(dim=0)
     picked = torch.nn.functional.normalize(picked, dim=-1).cpu()
     return [picked[b, :k] for b, k in enumerate(batch.n_facets)]

@@ -7,10 +7,12 @@ under ``torch.inference_mode``.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from flame_pipeline.config import EmbedConfig
-from flame_pipeline.distributed import device as this_device
+from flame_pipeline.distributed import device as this_device, launched_world
 from flame_pipeline.llm_files import TINY_SHAPE, convert, gguf_record, load_tokenizer, resolve
 
 
@@ -32,28 +34,66 @@ def device_and_dtype(embed_cfg: EmbedConfig) -> tuple[torch.device, torch.dtype]
     return device, torch.float32
 
 
+def placement(embed_cfg: EmbedConfig, where, device: torch.device, dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s arguments for ``embed.quantization`` and ``embed.device_map``
+    (docs/GPU.md#large-llms): none for neither, and the loaded model is then moved to
+    ``device``; else from_pretrained places the weights itself."""
+    options: dict = {}
+    if embed_cfg.device_map is not None:
+        if launched_world() > 1:
+            raise ValueError(f"embed.device_map={embed_cfg.device_map!r} shards the LLM over every "
+                             f"GPU of one process, but torchrun started {launched_world()} processes, "
+                             "each with a GPU of its own: run the stage as one process, or set "
+                             "embed.device_map: null")
+        options["device_map"] = embed_cfg.device_map
+    if embed_cfg.quantization == "none":
+        return options
+    what = f"embed.quantization={embed_cfg.quantization!r}"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError(f"{what} needs bitsandbytes: pip install 'flame-pipeline[gpu]'")
+    if device.type != "cuda":
+        raise ValueError(f"{what} runs on CUDA GPUs, and this process has none: set "
+                         "embed.quantization: none")
+    from transformers import AutoConfig, BitsAndBytesConfig
+
+    made = getattr(AutoConfig.from_pretrained(where), "quantization_config", None)
+    if made is not None:
+        method = made.get("quant_method") if isinstance(made, dict) else made.quant_method
+        raise ValueError(f"{what}: {embed_cfg.llm} is stored quantized already ({method}); "
+                         "set embed.quantization: none to load it as it is")
+    options["quantization_config"] = BitsAndBytesConfig(
+        load_in_8bit=embed_cfg.quantization == "8bit", load_in_4bit=embed_cfg.quantization == "4bit",
+        bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    options.setdefault("device_map", {"": str(device)})
+    return options
+
+
 def load_llm(embed_cfg: EmbedConfig):
     """``(model, tokenizer)``: the frozen base model (no LM head), eval mode, SDPA attention,
-    on ``device_and_dtype(embed_cfg)``."""
+    on ``device_and_dtype(embed_cfg)`` (or where ``placement`` puts it)."""
     from transformers import AutoModel
 
     device, dtype = device_and_dtype(embed_cfg)
     tokenizer = load_tokenizer(embed_cfg)
     src = resolve(embed_cfg.llm)
-    if src.kind == "tiny":
+    placed: dict = {}
+    if src.kind == "tiny":   # the config rules out quantization and device_map here
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(embed_cfg.init_seed)
             model = AutoModel.from_config(_tiny_config(tokenizer), attn_implementation="sdpa",
                                           dtype=dtype)
     else:
-        if src.kind in ("packaged", "gguf"):
+        if src.kind in ("packaged", "gguf"):   # quantization re-quantizes the dequantized copy
             where = convert(src, "model", lambda d, f: AutoModel.from_pretrained(
                 d, gguf_file=f, dtype=torch.float32))
         else:
             where = src.path or src.name
-        model = AutoModel.from_pretrained(where, dtype=dtype, attn_implementation="sdpa")
+        placed = placement(embed_cfg, where, device, dtype)
+        model = AutoModel.from_pretrained(where, dtype=dtype, attn_implementation="sdpa", **placed)
     model.requires_grad_(False)
-    return model.eval().to(device), tokenizer
+    if not placed:   # a quantized or device_map model is placed already (and refuses .to)
+        model = model.to(device)
+    return model.eval(), tokenizer
 
 
 def output_embedding(embed_cfg: EmbedConfig, model) -> torch.Tensor:
@@ -89,10 +129,13 @@ def final_norm(model) -> torch.nn.Module:
     returns (Llama, Qwen2 and Gemma 3 name it ``norm``)."""
     import copy
 
+    from accelerate.hooks import remove_hook_from_module
+
     norm = getattr(model, "norm", None)
     if not isinstance(norm, torch.nn.Module):
         raise ValueError(f"{type(model).__name__} has no final norm named 'norm'")
-    return copy.deepcopy(norm).float().cpu().eval()
+    # under embed.device_map the norm has accelerate's hook, which moves inputs to its GPU
+    return remove_hook_from_module(copy.deepcopy(norm)).float().cpu().eval()
 
 
 def hidden_size(embed_cfg: EmbedConfig) -> int:
