@@ -134,7 +134,7 @@ def test_quantization_options_for_bitsandbytes(tmp_path):
 def test_device_map_loads_the_same_vectors_under_another_cache_key(tmp_path):
     """A model directory loaded with ``device_map: auto`` (here all on the CPU) embeds as the
     plain load does; the option enters the fingerprint, the defaults do not."""
-    from flame_pipeline.text.cache import content_hash, model_fingerprint
+    from flame_pipeline.text.cache import CACHE_VERSION, content_hash, model_fingerprint
     from flame_pipeline.text.facets import facet_embeddings
     from flame_pipeline.text.prompts import PromptBuilder, prepare_caption
 
@@ -147,7 +147,7 @@ def test_device_map_loads_the_same_vectors_under_another_cache_key(tmp_path):
         prepare_caption("a red square"), "long")]
     vectors = [facet_embeddings(llm.load_llm(c)[0], rows, c.layer) for c in (plain_cfg, sharded_cfg)]
     assert torch.equal(vectors[0][0], vectors[1][0])
-    old_key = content_hash({"v": 1, "llm": llm_files.llm_identity(plain_cfg), "layer": -2,
+    old_key = content_hash({"v": CACHE_VERSION, "llm": llm_files.llm_identity(plain_cfg), "layer": -2,
                             "dtype": "torch.float32", "max_tokens": plain_cfg.max_tokens})[:16]
     assert model_fingerprint(plain_cfg) == old_key != model_fingerprint(sharded_cfg)
     averaged = plain_cfg.model_copy(update={"layer": [-2, -3]})
