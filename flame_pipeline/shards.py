@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import polars as pl
 
 from flame_pipeline.files import write_json
 from flame_pipeline.streaming_compat import MDSWriter, merge_index, reader_from_json
@@ -109,6 +110,12 @@ def readable_rows(shards_dir: str | Path, errors: list[str]) -> Iterator[tuple[i
             for i in range(start, start + n):
                 yield i, dataset.get_item(i)
         start += n
+
+
+def raw_rows(manifest: pl.DataFrame) -> pl.DataFrame:
+    """``key``, ``raw``: each kept manifest row's row in the raw shards (the download stage
+    writes the kept rows there in manifest order)."""
+    return manifest.filter(pl.col("status") == "kept").select("key").with_row_index("raw")
 
 
 def open_shards(local_dir: str | Path) -> LocalShards:

@@ -1,6 +1,6 @@
 """A small training data_dir in the documented formats (docs/DESIGN.md), for the training tests.
 
-Raw MDS shards (key, image PNG), curated/captions.parquet and curated/train_shards (key, image,
+Raw MDS shards (key, image PNG) and the manifest's key, status and sha256, curated/captions.parquet and curated/train_shards (key, image,
 caption, long_caption of the train rows), embed MDS shards (key, emb [E, d] fp16 unit rows,
 valid [E]), embed/index.parquet and embed/meta.json. Samples come in ``classes`` learnable classes:
 an image is a flat colour of its class plus noise, and its embeddings are its class vector plus
@@ -8,6 +8,7 @@ a little per-facet noise, so a model can learn to match them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -55,6 +56,9 @@ def write_training_data(cfg: Profile, *, n_train: int = 24, n_test: int = 4, dim
         if row["key"] in corrupt_image:
             row["image"] = row["image"][: len(row["image"]) // 2]      # a truncated PNG
     write_shards(paths.raw_shards, {"key": "str", "image": "bytes"}, raw_rows, size_limit=shard_bytes)
+    pl.DataFrame({"key": keys, "status": ["kept"] * n,
+                  "sha256": [hashlib.sha256(r["image"]).hexdigest() for r in raw_rows]}
+                 ).write_parquet(paths.manifest)
 
     emb_rows = []
     for k, c, long in zip(keys, labels, has_long):

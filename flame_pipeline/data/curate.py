@@ -68,7 +68,7 @@ from flame_pipeline.data import splits as splits_module
 from flame_pipeline.data.splits import SPLITS, assign_splits, held_out_overlap
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import open_shards, write_shards
+from flame_pipeline.shards import open_shards, raw_rows, write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.llm_files import load_tokenizer
 
@@ -314,9 +314,8 @@ def write_train_shards(paths: Paths, manifest: pl.DataFrame, kept: pl.DataFrame)
     and its caption and long caption ("" for none). A kept manifest row's image is the raw
     shards' row at its rank among the kept rows (the download stage writes them in manifest
     order); each row's key is checked against it."""
-    raw_rows = manifest.filter(pl.col("status") == "kept").select("key").with_row_index("raw")
     train = (kept.filter(pl.col("split") == "train").select("key", "caption", "long_caption")
-                 .join(raw_rows, on="key", how="left", maintain_order="left"))
+                 .join(raw_rows(manifest), on="key", how="left", maintain_order="left"))
     raw = open_shards(paths.raw_shards)
 
     def rows():

@@ -18,7 +18,6 @@ without. Ties count against the model.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +27,7 @@ import torch
 from flame_pipeline.config import Profile
 from flame_pipeline.data.splits import caption_key
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import readable_rows
+from flame_pipeline.shards import open_shards, raw_rows
 from flame_pipeline.vision.preprocess import eval_batch
 
 
@@ -50,16 +49,20 @@ def check_rows(cfg: Profile, usable: Callable[[str], bool]) -> CheckRows:
                  .with_columns(seen=caption_key(pl.col("caption")))
                  .drop_nulls("seen").sort("key").unique("seen", keep="first", maintain_order=True))
     captions = dict(zip(rows["key"], rows["caption"]))
-    images: dict[str, bytes] = {}
-    for _, sample in readable_rows(paths.raw_shards, []):
-        if sample["key"] in captions:
-            images[sample["key"]] = sample["image"]
-    keys, shas = [], set()
-    for key in rows["key"]:
-        sha = hashlib.sha256(images[key]).digest() if key in images else None
-        if sha is not None and sha not in shas and len(keys) < cfg.train.eval_rows:
-            shas.add(sha)
-            keys.append(key)
+    # distinct images by the manifest's sha256; only the chosen rows' images are read
+    manifest = pl.read_parquet(paths.manifest, columns=["key", "status", "sha256"])
+    chosen = (rows.select("key").join(raw_rows(manifest).join(manifest, on="key"), on="key",
+                                      maintain_order="left")
+                  .unique("sha256", keep="first", maintain_order=True).head(cfg.train.eval_rows))
+    keys = chosen["key"].to_list()
+    shards = open_shards(paths.raw_shards)
+    images = {}
+    for key, i in zip(keys, chosen["raw"]):
+        sample = shards.get_item(i)
+        if sample["key"] != key:
+            raise ValueError(f"{paths.raw_shards} does not match {paths.manifest} at {key!r}: "
+                             "re-run the download stage")
+        images[key] = sample["image"]
     if len(keys) < 2:
         raise ValueError(f"train.eval_every: only {len(keys)} usable {split} rows to check retrieval on")
     return CheckRows(split, keys, [captions[k] for k in keys],
