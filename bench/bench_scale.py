@@ -5,8 +5,7 @@ random LLM and tiny ViT), each stage a ``flame`` process of its own.
     .venv/bin/python bench/bench_scale.py [--sizes 20000 200000] [--emoji-images 1000]
 
 Printed:
-1. Per size: each stage's wall time and peak RSS (``os.wait4``'s ``ru_maxrss`` of the stage
-   process); time to first training step = the wall time of the train stage run for one step
+1. Per size: each stage's wall time and peak RSS (the stage process's own ``VmHWM``); time to first training step = the wall time of the train stage run for one step
    (start-up, streaming's index, one step, the export); bytes per sample on disk of the raw
    shards, the train shards, the embed shards and the embedding cache.
    ``time_to_first_step 200k/20k = X`` and ``peak_rss 200k/20k = Y`` (the larger of embed's and
@@ -80,10 +79,22 @@ def write_download(root: Path, n: int, side: int = 16, extra: tuple[str, ...] = 
     pl.DataFrame(rows, schema=MANIFEST_SCHEMA, orient="row").write_parquet(paths.manifest)
 
 
+# runs the flame CLI and reports its own peak RSS (VmHWM): the rusage of a child would also
+# count the memory of this process, which Linux carries over from fork into the child's maxrss
+PEAK = """
+import runpy, sys
+sys.argv = ["flame"] + sys.argv[1:]
+try:
+    runpy.run_module("flame_pipeline.cli", run_name="__main__")
+finally:
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    sys.stderr.write("peak_kib " + hwm.split()[1] + "\\n")
+"""
+
+
 def run_stage(root: Path, stage: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of one ``flame`` stage process."""
-    cmd = [sys.executable, "-m", "flame_pipeline.cli", stage, "--profile", "tiny",
-           "--params", str(ROOT / "params.yaml")]
+    cmd = [sys.executable, "-c", PEAK, stage, "--profile", "tiny", "--params", str(ROOT / "params.yaml")]
     for item in overrides(root) + list(extra):
         cmd += ["--set", item]
     # one torch thread: the figures are ratios between sizes, and a shared machine's spare
@@ -91,13 +102,12 @@ def run_stage(root: Path, stage: str, extra: tuple[str, ...] = ()) -> tuple[floa
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                DAGSTER_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1")
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
     wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    if status != 0:
-        raise RuntimeError(f"{stage} failed:\n{err[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        raise RuntimeError(f"{stage} failed:\n{done.stderr[-3000:]}")
+    return wall, int(done.stderr.rsplit("peak_kib ", 1)[1].split()[0]) / 1024
 
 
 def bytes_under(path: Path) -> int:
