@@ -3,10 +3,9 @@
 Several MDS datasets written side by side as ``<dir>/<part>/`` (download chunks, embed ranks)
 are joined by one ``<dir>/index.json`` (``join_parts``) and then read as one dataset.
 
-Reading goes through streaming's own shard readers: random access by global row index, with
-no shared memory and no background threads (a StreamingDataset holds ~50 /dev/shm file
-descriptors until the process ends, which a long test session or a scheduler process that
-trains many times would exhaust).
+Reading here goes through streaming's own shard readers: random access by global row index,
+with no shared memory and no background threads. Only training streams, through a
+``StreamingDataset`` (``train/data.py``): its shuffle, resume state and worker partition.
 """
 from __future__ import annotations
 
@@ -92,24 +91,6 @@ def shard_problems(shards_dir: str | Path) -> list[str]:
             problems.append(f"{raw['basename']} has {path.stat().st_size} bytes, index.json says "
                             f"{raw['bytes']} ({n} rows)")
     return problems
-
-
-def readable_rows(shards_dir: str | Path, errors: list[str]) -> Iterator[tuple[int, dict]]:
-    """Every row of the MDS dataset at ``shards_dir`` whose shard file is intact
-    (``shard_problems``); each other shard is described in ``errors`` and its rows skipped."""
-    shards_dir = Path(shards_dir)
-    dataset = LocalShards(shards_dir)
-    bad = set(shard_problems(shards_dir))
-    start = 0
-    for shard in json.loads((shards_dir / "index.json").read_text())["shards"]:
-        n = shard["samples"]
-        problem = next((p for p in bad if p.startswith(shard["raw_data"]["basename"] + " ")), None)
-        if problem:
-            errors.append(problem)
-        else:
-            for i in range(start, start + n):
-                yield i, dataset.get_item(i)
-        start += n
 
 
 def raw_rows(manifest: pl.DataFrame) -> pl.DataFrame:

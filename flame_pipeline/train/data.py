@@ -114,10 +114,9 @@ class StoredEmbeddings:
             raise DataError(f"stored embeddings ({paths.embed_meta}) were made with {made}, but "
                             f"params give {wanted}: re-run the embed stage")
         self.pool = pool_mask(self.meta["names"], cfg.train.pool)
-        self.index = pl.read_parquet(paths.embed_index, columns=["key", "split"]).with_row_index("row")
-        train = (pl.read_parquet(paths.embed_index, columns=["split", "valid"])
-                   .with_columns(key=self.index["key"], row=self.index["row"])
-                   .filter(pl.col("split") == "train"))
+        index = pl.read_parquet(paths.embed_index, columns=["key", "split", "valid"]).with_row_index("row")
+        self.index = index.drop("valid")
+        train = index.filter(pl.col("split") == "train")
         if train["key"].to_list() != train_keys(paths):
             raise DataError(f"{paths.embed} was made from another curated table than "
                             f"{paths.captions}: re-run the embed stage")
