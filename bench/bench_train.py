@@ -96,19 +96,16 @@ def loop_step_times(cfg, data: TrainStream, steps: int, online) -> list[float]:
     model = FlameModel(cfg.vision, data.text_source.dim)
     opt = build_optimizer(model, cfg.train)
     times, keys = [], train_keys(Paths.of(cfg))
-    batches = step_batches(data, cfg.train.batch_size, 0, steps, 0, False)
-    while True:
-        t0 = time.perf_counter()
-        batch = next(batches, (None, None, None))[1]
-        if batch is None:
-            return times
+    t0 = time.perf_counter()           # a step's time includes loading its batch
+    for _, batch, _ in step_batches(data, cfg.train.batch_size, 0, steps, 0, False):
         texts = batch["texts"] if online is None else online([keys[i] for i in batch["sample"]])
         loss = sigmoid_loss(model(batch["pixels"]), texts, model.logit_scale, model.logit_bias)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-
+        t0 = time.perf_counter()
+    return times
 
 def llm_texts(cfg):
     """keys -> [B, M, d]: the plan's facet embeddings computed by the frozen LLM now."""
