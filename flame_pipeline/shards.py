@@ -99,6 +99,15 @@ def raw_rows(manifest: pl.DataFrame) -> pl.DataFrame:
     return manifest.filter(pl.col("status") == "kept").select("key").with_row_index("raw")
 
 
+def sample_at(shards: LocalShards, row: int | None, key: str) -> dict | None:
+    """Row ``row`` of ``shards`` when it holds ``key`` (the raw shards' row of a kept manifest
+    row, ``raw_rows``), else None: the shards and the manifest are out of step."""
+    if row is None or not 0 <= row < len(shards):
+        return None
+    sample = shards.get_item(row)
+    return sample if sample["key"] == key else None
+
+
 def open_shards(local_dir: str | Path) -> LocalShards:
     return LocalShards(local_dir)
 

@@ -68,7 +68,7 @@ from flame_pipeline.data import splits as splits_module
 from flame_pipeline.data.splits import SPLITS, assign_splits, held_out_overlap
 from flame_pipeline.files import atomic_path, sha256_file, sha256_text, write_json, write_parquet
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import open_shards, raw_rows, write_shards
+from flame_pipeline.shards import open_shards, raw_rows, sample_at, write_shards
 from flame_pipeline.stage import StageOutput
 from flame_pipeline.llm_files import load_tokenizer
 
@@ -320,8 +320,8 @@ def write_train_shards(paths: Paths, manifest: pl.DataFrame, kept: pl.DataFrame)
 
     def rows():
         for key, caption, long_caption, i in train.iter_rows():
-            sample = raw.get_item(i) if i is not None and i < len(raw) else {"key": None}
-            if sample["key"] != key:
+            sample = sample_at(raw, i, key)
+            if sample is None:
                 raise ManifestError(f"{paths.raw_shards} does not match {paths.manifest}: kept row "
                                     f"{key!r} is not at raw row {i} (re-run the download stage)")
             yield {"key": key, "image": sample["image"], "caption": caption,

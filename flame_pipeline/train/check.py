@@ -27,7 +27,7 @@ import torch
 from flame_pipeline.config import Profile
 from flame_pipeline.data.splits import caption_key
 from flame_pipeline.paths import Paths
-from flame_pipeline.shards import open_shards, raw_rows
+from flame_pipeline.shards import open_shards, raw_rows, sample_at
 from flame_pipeline.vision.preprocess import eval_batch
 
 
@@ -58,8 +58,8 @@ def check_rows(cfg: Profile, usable: Callable[[str], bool]) -> CheckRows:
     shards = open_shards(paths.raw_shards)
     images = {}
     for key, i in zip(keys, chosen["raw"]):
-        sample = shards.get_item(i)
-        if sample["key"] != key:
+        sample = sample_at(shards, i, key)
+        if sample is None:
             raise ValueError(f"{paths.raw_shards} does not match {paths.manifest} at {key!r}: "
                              "re-run the download stage")
         images[key] = sample["image"]
