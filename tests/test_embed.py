@@ -19,7 +19,8 @@ from flame_pipeline.config import load_profile
 from flame_pipeline.files import sha256_tree, write_parquet
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import iter_shards, open_shards, shard_problems
-from flame_pipeline.text import embed as embed_module
+from flame_pipeline.text import cache as cache_module, embed as embed_module
+from flame_pipeline.text.cache import EmbeddingCache, content_hash
 from flame_pipeline.text.embed import embed
 from flame_pipeline.text.encoder import TextEncoder
 from flame_pipeline.text.postprocess import Postprocess, whitening_matrix
@@ -378,9 +379,30 @@ def test_token_limited_batches_give_the_same_vectors(tmp_path):
 def cached(enc: TextEncoder) -> dict[str, tuple[np.ndarray, bool]]:
     """Every vector in the encoder's cache directory, by key, as read back (float32)."""
     enc.cache.refresh()
-    keys = sorted(enc.cache._where)
+    keys = enc.cache.keys()
     emb, trunc = enc.cache.get(keys)
     return {k: (e, t) for k, e, t in zip(keys, emb, trunc)}
+
+
+def test_cache_index_finds_every_key_across_merges_and_when_reopened(tmp_path, monkeypatch):
+    """The in-memory index (sorted digests, merged every MERGE_EVERY puts) gives each key its
+    own vector and flag, before and after a merge and from a fresh index of the files; keys
+    whose digests end in zero bytes included; a key put twice is indexed once."""
+    monkeypatch.setattr(cache_module, "MERGE_EVERY", 5)
+    keys = [content_hash(i) for i in range(10)] + ["ff" * 31 + "00", "ff" * 30 + "0000"]
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((12, 2, 3)).astype(np.float16)
+    cache = EmbeddingCache(tmp_path, "fp")
+    cache.put(keys[:4], vectors[:4], [True, False, False, True])    # 4 waiting for a merge
+    assert len(cache) == 4 and keys[3] in cache and keys[4] not in cache
+    cache.put(keys[3:], vectors[3:], [True] + [False] * 8)         # merged; keys[3] once
+    assert len(cache) == 12 and cache.keys() == sorted(keys) and "ff" * 32 not in cache
+    for index in (cache, EmbeddingCache(tmp_path, "fp")):
+        emb, trunc = index.get(keys[::-1])
+        assert trunc == [False] * 8 + [True, False, False, True]
+        assert all(np.array_equal(e, v.astype(np.float32)) for e, v in zip(emb, vectors[::-1]))
+    with pytest.raises(KeyError, match="not in the embedding cache"):
+        cache.get([keys[0], "ff" * 32])
 
 
 def test_cache_stores_float16_and_gives_back_float32_within_its_rounding(tmp_path):
@@ -426,7 +448,7 @@ def test_ranks_compute_disjoint_shares_of_the_missing_units(tmp_path):
     shares = [TextEncoder(cfg.embed, tmp_path / "cache") for _ in range(2)]
     counts = [enc.ensure(units, rank, 2, chunk=3) for rank, enc in enumerate(shares)]
     assert all(counts) and sum(counts) == 12                  # 6 distinct captions x 2 sets
-    owned = [set(enc.cache._where) for enc in shares]
+    owned = [set(enc.cache.keys()) for enc in shares]
     assert not owned[0] & owned[1]
     assert TextEncoder(cfg.embed, tmp_path / "cache").ensure(units) == 0
 
