@@ -74,10 +74,14 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+ROW_GROUP = 1 << 14   # rows per parquet row group: what a reader of a few columns decodes at once
+
+
 def write_parquet(path: str | Path, frame: pl.DataFrame) -> None:
-    # statistics off and a fixed compression keep the bytes a pure function of the rows
+    # statistics off and a fixed compression keep the bytes a pure function of the rows; row
+    # groups of ROW_GROUP rows let a large table be read in chunks in bounded memory
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, compression="zstd", statistics=False)
+        frame.write_parquet(tmp, compression="zstd", statistics=False, row_group_size=ROW_GROUP)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -9,16 +9,17 @@ and writes the post-processed vectors as float16 shards.
 The curated table is read ``ROW_CHUNK`` rows at a time, in four passes: every text checked
 and counted (an empty one stops the stage before anything is computed), the missing units
 computed, the train rows' sums for the post-processing, the output rows. Memory holds one
-chunk's texts and vectors and the small per-row columns of ``embed/index.parquet``, never
-the whole table's texts or vectors.
+chunk's texts and vectors (and the shard being filled), never the whole table's texts or
+vectors: the rows of ``embed/index.parquet`` are written a chunk at a time as well.
 
 Under torchrun every rank reads the whole table for the first two passes and computes the
 missing units it owns (by key: none twice, the work spread evenly however much of the
 table a killed run left cached). Then each rank takes a contiguous slice of the rows, sums
 its train rows (the sums are added over the ranks, so every rank fits the same
-post-processing) and writes its own MDS part, ``embed/shards/part-<rank>/``; no vector
-travels between ranks. Rank 0 joins the parts with one ``embed/shards/index.json`` (rows in
-table order) and writes the small files. One process writes ``part-00000`` alone: the same
+post-processing) and writes its own MDS part, ``embed/shards/part-<rank>/``, and the rows of
+its part of the index table; nothing travels between ranks but sums. Rank 0 joins the parts
+with one ``embed/shards/index.json`` (rows in table order), the index parts into
+``embed/index.parquet``, and writes the small files. One process writes ``part-00000`` alone: the same
 layout. The ranks share one file system (the cache and the shards directory).
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from flame_pipeline import distributed
 from flame_pipeline.config import EmbedConfig, Profile
-from flame_pipeline.files import write_json, write_parquet
+from flame_pipeline.files import ROW_GROUP, atomic_path, write_json
 from flame_pipeline.llm_files import llm_identity
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import join_parts, write_shards
@@ -220,29 +221,40 @@ def _assemble(enc: TextEncoder, units: list[RowUnits], post: Postprocess, n_name
     return raw, done, valid, truncated, [content_hash(r) for r in keys]
 
 
-def _write_part(out: Path, enc: TextEncoder, path: Path, start: int, stop: int,
-                post: Postprocess, meters: dict[str, CosineMeter]) -> pl.DataFrame:
-    """Write rows ``start:stop`` as the MDS dataset ``out`` (key, emb [E, d] fp16, valid [E]);
-    add their raw and post-processed vectors to ``meters`` ``before`` and ``after``. Returns
-    their index columns and valid counts (``n_valid``)."""
+def _write_part(out: Path, index_out: Path, enc: TextEncoder, path: Path, start: int,
+                stop: int, post: Postprocess, meters: dict[str, CosineMeter]) -> None:
+    """Write rows ``start:stop`` as the MDS dataset ``out`` (key, emb [E, d] fp16, valid [E])
+    and their index columns (``INDEX``) as the table ``index_out``, a chunk at a time; add
+    their raw and post-processed vectors to ``meters`` ``before`` and ``after``."""
     names = meters["before"].names
     dim = meters["before"].sum.shape[-1]
-    index = [pl.DataFrame(schema={**INDEX, "n_valid": pl.Int64})]
+    schema = pl.DataFrame(schema=INDEX).to_arrow().schema
 
-    def rows() -> Iterator[dict]:
+    def rows(index: pq.ParquetWriter) -> Iterator[dict]:
         for frame, units in _unit_chunks(path, enc.cfg, start, stop):
             raw, done, valid, truncated, hashes = _assemble(enc, units, post, len(names), dim)
             meters["before"].add(raw, valid)
             meters["after"].add(done, valid)
-            index.append(pl.DataFrame({"key": frame["key"], "split": frame["split"],
-                                       "truncated": truncated, "content_hash": hashes,
-                                       "valid": valid.tolist(), "n_valid": valid.sum(1)},
-                                      schema=index[0].schema))
+            index.write_table(pl.DataFrame({"key": frame["key"], "split": frame["split"],
+                                            "truncated": truncated, "content_hash": hashes,
+                                            "valid": valid.tolist()}, schema=INDEX).to_arrow())
             for key, emb, v in zip(frame["key"], done.astype(np.float16), valid):
                 yield {"key": key, "emb": emb, "valid": v}
 
-    write_shards(out, COLUMNS, rows())
-    return pl.concat(index)
+    with pq.ParquetWriter(index_out, schema) as index:
+        write_shards(out, COLUMNS, rows(index))
+
+
+def _join_index(parts: list[Path], target: Path) -> dict[str, float]:
+    """The index parts as one table at ``target`` (streamed; the same bytes for any number of
+    parts) and its figures: truncated rows and the valid embeddings per row."""
+    with atomic_path(target) as tmp:
+        pl.scan_parquet(parts).sink_parquet(tmp, compression="zstd", statistics=False,
+                                            row_group_size=ROW_GROUP)
+    valid = pl.col("valid").list.sum()      # an Int64 per row
+    return pl.scan_parquet(target).select(truncated=pl.col("truncated").sum(),
+                                          valid_min=valid.min(), valid_mean=valid.mean()
+                                          ).collect().row(0, named=True)
 
 
 def embed(cfg: Profile) -> StageOutput:
@@ -265,11 +277,15 @@ def embed(cfg: Profile) -> StageOutput:
     post = fit_postprocess(enc, paths.captions, start, stop, dim, survey.used)
     meters = {"before": CosineMeter(names, dim), "after": CosineMeter(names, dim)}
     with distributed.shared_atomic_dir(paths.embed_shards) as tmp:
-        index_part = _write_part(tmp / f"part-{rank:05d}", enc, paths.captions, start, stop,
-                                 post, meters)
-        index_parts = distributed.gather(index_part)   # on rank 0 once every part is written
+        _write_part(tmp / f"part-{rank:05d}", tmp / f"index-{rank:05d}.parquet", enc,
+                    paths.captions, start, stop, post, meters)
+        distributed.barrier()           # every part written
         if rank == 0:
             join_parts(tmp, [f"part-{r:05d}" for r in range(world)])
+            index_parts = [tmp / f"index-{r:05d}.parquet" for r in range(world)]
+            figures = _join_index(index_parts, paths.embed_index)
+            for part in index_parts:
+                part.unlink()
     arrays = {"computed": enc.computed, "forward_passes": enc.forward_passes}
     for when, meter in meters.items():
         arrays.update({f"{when}/sum": meter.sum, f"{when}/n": meter.n})
@@ -281,14 +297,12 @@ def embed(cfg: Profile) -> StageOutput:
     if rank != 0:
         return StageOutput(artifacts={}, summary=summary)
 
-    index = pl.concat(index_parts)
-    write_parquet(paths.embed_index, index.select(list(INDEX)))
     post.save(paths.embed_postprocess)
     aniso = {when: meter.result() for when, meter in meters.items()}
     for when in ("before", "after"):
         vals = [v for v in aniso[when].values() if v is not None]
         aniso[f"mean_{when}"] = round(float(np.mean(vals)), 4) if vals else None
-    truncated = int(index["truncated"].sum())
+    truncated = int(figures["truncated"] or 0)
     meta = {"model": ecfg.llm, "identity": llm_identity(ecfg), "fingerprint": enc.fingerprint,
             "layer": ecfg.layer, "dim": int(dim), "dtype": str(device_and_dtype(ecfg)[1]),
             "names": names, "plan": [list(p) for p in ecfg.plan], "positions": ecfg.positions,
@@ -300,9 +314,9 @@ def embed(cfg: Profile) -> StageOutput:
     summary["truncated"] = truncated
     metrics = [(ecfg.llm, "embed", f"mean_cosine_{w}", float(aniso[f"mean_{w}"]))
                for w in ("before", "after") if aniso.get(f"mean_{w}") is not None]
-    n_valid = index["n_valid"]
-    if len(n_valid):   # valid embeddings per stored row, of len(names) (a sample lacking a recaption has fewer)
-        valid = {"valid_min": float(n_valid.min()), "valid_mean": round(float(n_valid.mean()), 4)}
+    if survey.rows:   # valid embeddings per stored row, of len(names) (a sample lacking a recaption has fewer)
+        valid = {"valid_min": float(figures["valid_min"]),
+                 "valid_mean": round(float(figures["valid_mean"]), 4)}
         summary.update(valid)
         metrics += [(ecfg.llm, "embed", name, value) for name, value in valid.items()]
     return StageOutput(
