@@ -12,9 +12,10 @@ Printed:
    train's ratios). Goal: both <= 1.2.
 2. The data loader, on 4,096 samples stored as the ``paper`` profile stores them (256 px JPEG 90,
    cropped to 224 px): images/s of a DataLoader with one worker streaming an epoch of
-   ``TrainStream`` (FLAME's items: image decoded and augmented, embeddings drawn, batches
-   collated and sent to the main process) against decoding and augmenting the same images in
-   a loop alone, measured alternately; ``loader/decode = Z``. Goal: >= 0.8.
+   ``TrainStream`` (FLAME's items: image decoded and augmented to uint8 pixels, embeddings
+   drawn, batches collated and sent to the main process; the training loop normalises the
+   pixels on its device) against decoding and augmenting the same images in a loop alone,
+   measured alternately; ``loader/decode = Z``. Goal: >= 0.8.
 3. Bytes per image of real emoji art (the default profile's 64 px Apple drawings, read from the
    npm packages when setup installed them) stored as PNG, lossless WebP, WebP 90 and JPEG 90,
    and of one embedding-cache batch stored as float32 and as float16.

@@ -41,6 +41,7 @@ from flame_pipeline.train.clip import train_baseline  # noqa: E402
 from flame_pipeline.train.data import StoredEmbeddings, TrainStream, step_batches, train_keys  # noqa: E402
 from flame_pipeline.train.loss import sigmoid_loss  # noqa: E402
 from flame_pipeline.train.optim import build_optimizer  # noqa: E402
+from flame_pipeline.vision.preprocess import normalise  # noqa: E402
 from flame_pipeline.vision.towers import FlameModel  # noqa: E402
 
 
@@ -71,9 +72,10 @@ def vision_step(cfg, data: TrainStream, rounds: int) -> tuple[float, float, floa
     model = FlameModel(cfg.vision, data.text_source.dim)
     opt = build_optimizer(model, cfg.train)
     batch = next(step_batches(data, cfg.train.batch_size, 0, 1, 0, False))[1]
+    pixels = normalise(batch["pixels"])
 
     def step():
-        loss = sigmoid_loss(model(batch["pixels"]), batch["texts"], model.logit_scale, model.logit_bias,
+        loss = sigmoid_loss(model(pixels), batch["texts"], model.logit_scale, model.logit_bias,
                             batch["text_mask"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,7 +101,8 @@ def loop_step_times(cfg, data: TrainStream, steps: int, online) -> list[float]:
     t0 = time.perf_counter()           # a step's time includes loading its batch
     for _, batch, _ in step_batches(data, cfg.train.batch_size, 0, steps, 0, False):
         texts = batch["texts"] if online is None else online([keys[i] for i in batch["sample"]])
-        loss = sigmoid_loss(model(batch["pixels"]), texts, model.logit_scale, model.logit_bias)
+        loss = sigmoid_loss(model(normalise(batch["pixels"])), texts, model.logit_scale,
+                            model.logit_bias)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

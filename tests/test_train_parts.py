@@ -123,8 +123,12 @@ def test_pixels_normalised_with_reference_stats():
     expected = [(1.0 - preprocess.MEAN[0]) / preprocess.STD[0], (0.0 - preprocess.MEAN[1]) / preprocess.STD[1],
                 (128 / 255 - preprocess.MEAN[2]) / preprocess.STD[2]]
     assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(expected), atol=1e-4)
-    y = preprocess.train_pixels(_png(50, 30), 16, (0.9, 1.0), torch.Generator().manual_seed(0))
-    assert y.shape == (3, 16, 16)
+    # the training view leaves the workers as uint8 and is normalised on the device: the same
+    # values for an image of one colour
+    y = preprocess.train_pixels(_png(50, 30, (255, 0, 128)), 16, (0.9, 1.0), torch.Generator().manual_seed(0))
+    assert y.shape == (3, 16, 16) and y.dtype == torch.uint8
+    assert y.flatten(1).unique(dim=1).tolist() == [[255], [0], [128]]
+    assert torch.allclose(preprocess.normalise(y[None]).mean(dim=(0, 2, 3)), torch.tensor(expected), atol=1e-6)
     with pytest.raises(ValueError, match="undecodable image"):
         preprocess.eval_pixels(b"not a png", 16)
 

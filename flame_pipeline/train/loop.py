@@ -48,6 +48,7 @@ from flame_pipeline.train import checkpoint as ckpt
 from flame_pipeline.train.curve import write_curve
 from flame_pipeline.train.data import TrainStream, step_batches
 from flame_pipeline.train.optim import build_optimizer, build_scheduler
+from flame_pipeline.vision.preprocess import normalise
 
 Tensors = dict[str, torch.Tensor]
 
@@ -306,6 +307,7 @@ def _train(cfg: Profile, recipe: Recipe, device: torch.device) -> tuple[int, lis
             progress(t.steps, f"train {recipe.kind}", "step", initial=start, enabled=rank == 0) as bar:
         for done, batch, stream in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch["pixels"] = normalise(batch["pixels"])      # uint8 from the workers
             optimizer.zero_grad(set_to_none=True)
             loss = backward(recipe, wrapped, model, batch, t.grad_accum_steps, precision, scaler)
             value = _mean_over_ranks(loss)

@@ -1,6 +1,9 @@
-"""PNG bytes -> normalised pixel tensors, for training (random crop) and evaluation (centre crop).
+"""Image bytes -> pixel tensors, for training (random crop) and evaluation (centre crop).
 
-Normalisation is the reference's (OpenAI CLIP) mean/std. The training augmentation is
+Normalisation is the reference's (OpenAI CLIP) mean/std. Training views leave the DataLoader's
+workers as uint8 (a quarter of float32's bytes to collate, send and copy to the device) and
+are normalised on the device by the training loop (``normalise``); evaluation views are
+normalised here. The training augmentation is
 RandomResizedCrop with the reference's area scale (0.9, 1.0) and aspect ratio (3/4, 4/3),
 implemented with Pillow and a seeded ``torch.Generator`` (no torchvision), so a crop is a pure
 function of the generator's seed. Evaluation resizes the short side (bicubic) and centre-crops.
@@ -28,12 +31,22 @@ def decode(png: bytes) -> Image.Image:
         raise ValueError(f"undecodable image ({len(png)} bytes): {err}") from None
 
 
+def to_uint8(im: Image.Image) -> torch.Tensor:
+    """RGB image -> uint8 tensor [3, H, W]."""
+    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels [..., 3, H, W] -> float32 normalised with the reference mean/std, on their
+    device."""
+    mean = torch.tensor(MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(STD, device=pixels.device).view(3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
+
+
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """RGB image -> float tensor [3, H, W], normalised with the reference mean/std."""
-    arr = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return (arr - mean) / std
+    return normalise(to_uint8(im))
 
 
 def crop_box(width: int, height: int, scale: tuple[float, float],
@@ -65,10 +78,11 @@ def crop_box(width: int, height: int, scale: tuple[float, float],
 
 def train_pixels(png: bytes, size: int, scale: tuple[float, float],
                  generator: torch.Generator) -> torch.Tensor:
-    """Training view: random resized crop to ``size`` x ``size`` (bicubic), normalised."""
+    """Training view: random resized crop to ``size`` x ``size`` (bicubic), uint8 [3, H, W]
+    (``normalise`` it before the model)."""
     im = decode(png)
     box = crop_box(im.width, im.height, scale, generator)
-    return to_tensor(im.resize((size, size), Image.BICUBIC, box=box))
+    return to_uint8(im.resize((size, size), Image.BICUBIC, box=box))
 
 
 def eval_pixels(png: bytes, size: int) -> torch.Tensor:
