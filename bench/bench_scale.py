@@ -2,12 +2,15 @@
 200,000 samples through the real curate, embed and train stages (the ``tiny`` profile: its tiny
 random LLM and tiny ViT), each stage a ``flame`` process of its own.
 
-    .venv/bin/python bench/bench_scale.py [--sizes 20000 200000] [--emoji-images 1000]
+    .venv/bin/python bench/bench_scale.py [--sizes 20000 200000] [--rounds 3] [--emoji-images 1000]
 
 Printed:
-1. Per size: each stage's wall time and peak RSS (the stage process's own ``VmHWM``); time to first training step = the wall time of the train stage run for one step
-   (start-up, streaming's index, one step, the export); bytes per sample on disk of the raw
-   shards, the train shards, the embed shards and the embedding cache.
+1. Per size: each stage's wall time and peak RSS (the stage process's own ``VmHWM``); time to
+   first training step = the wall time of the train stage run for one step (start-up,
+   streaming's index, one step, the export), the best of ``--rounds`` runs alternating between
+   the sizes (a single run of a few seconds moves by 20% on a shared machine; the peak RSS is
+   the largest of them); bytes per sample on disk of the raw shards, the train shards, the
+   embed shards and the embedding cache.
    ``time_to_first_step 200k/20k = X`` and ``peak_rss 200k/20k = Y`` (the larger of embed's and
    train's ratios). Goal: both <= 1.2.
 2. The data loader, on 4,096 samples stored as the ``paper`` profile stores them (256 px JPEG 90,
@@ -26,6 +29,7 @@ import argparse
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,9 +120,10 @@ def bytes_under(path: Path) -> int:
 
 
 def measure(root: Path, n: int) -> dict:
+    """The curate and embed stages on ``n`` samples; the train stage comes after (``first_steps``)."""
     write_download(root, n)
     out = {"n": n}
-    for stage in ("curate", "embed", "train"):
+    for stage in ("curate", "embed"):
         out[stage] = run_stage(root, stage)
     paths = Paths(root)
     samples = pl.read_parquet(paths.captions, columns=["split"])["split"].value_counts()
@@ -129,6 +134,17 @@ def measure(root: Path, n: int) -> dict:
                     "embed shards": bytes_under(paths.embed_shards) / train,
                     "embedding cache": cache / train}
     return out
+
+
+def first_steps(roots: dict[int, Path], rounds: int) -> dict[int, tuple[float, float]]:
+    """Per size: (best wall seconds, largest peak RSS) of ``rounds`` train stage runs of one
+    step, the sizes taking turns; each run starts without a checkpoint."""
+    runs = {n: [] for n in roots}
+    for _ in range(rounds):
+        for n, root in roots.items():
+            shutil.rmtree(Paths(root).models, ignore_errors=True)
+            runs[n].append(run_stage(root, "train"))
+    return {n: (min(w for w, _ in r), max(p for _, p in r)) for n, r in runs.items()}
 
 
 # the loader's data: the paper profile's stored images (256 px JPEG 90) cropped to 224 px
@@ -192,16 +208,20 @@ def cache_bytes(root: Path) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs=2, default=[20_000, 200_000])
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--emoji-images", type=int, default=1000)
     args = ap.parse_args()
     small_n, large_n = args.sizes
     with tempfile.TemporaryDirectory() as tmp:
+        # the embedding cache sits beside the data dir: one per size
+        roots = {n: Path(tmp) / str(n) / "data" for n in (small_n, large_n)}
         runs = {}
-        for n in (small_n, large_n):
-            root = Path(tmp) / str(n) / "data"     # the embedding cache sits beside it: one per size
+        for n, root in roots.items():
             root.mkdir(parents=True)
             runs[n] = measure(root, n)
+        for n, train in first_steps(roots, args.rounds).items():
             r = runs[n]
+            r["train"] = train
             print(f"{n} samples: " + ", ".join(f"{s} {r[s][0]:.1f} s / {r[s][1]:.0f} MiB peak RSS"
                                                for s in ("curate", "embed", "train")))
             print("  bytes per sample: " + ", ".join(f"{k} {v:,.0f}" for k, v in r["bytes"].items()))
