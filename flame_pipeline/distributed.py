@@ -1,6 +1,6 @@
 """torchrun's processes: joining the process group, this process's rank and world size, its
-device, and the few collectives the stages share (sums, gathering small objects on rank 0, a
-directory every rank writes in). The only module that reads torchrun's environment.
+device, and the few collectives the stages share (sums, broadcasting a small object from rank
+0, a directory every rank writes in). The only module that reads torchrun's environment.
 
 Launched by torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment), a stage joins
 the group torchrun describes: NCCL when CUDA is present, gloo on the CPU. Started any other way
@@ -43,7 +43,7 @@ def join() -> bool:
     True when this call joined it."""
     if launched_world() > 1 and not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(device())   # NCCL sends gathered objects from this device
+            torch.cuda.set_device(device())   # NCCL's object collectives use this device
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return True
     return False
@@ -89,17 +89,6 @@ def all_sum(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def gather(obj: Any) -> list[Any] | None:
-    """Every rank's ``obj`` (small, picklable) in rank order on rank 0, None on the others;
-    ``[obj]`` without a group. Returns on rank 0 once every rank has called it."""
-    rank, size = world()
-    if size == 1:
-        return [obj]
-    out = [None] * size if rank == 0 else None
-    dist.gather_object(obj, out, dst=0)
-    return out
-
-
 def broadcast(obj: Any) -> Any:
     """Rank 0's ``obj`` (small, picklable) on every rank."""
     if world()[1] == 1:
@@ -118,7 +107,7 @@ def barrier() -> None:
 def shared_atomic_dir(target: str | Path) -> Iterator[Path]:
     """A new directory that every rank writes in during the block and that replaces
     ``target`` whole when rank 0 leaves it (``files.atomic_path``): end the block with a
-    collective (e.g. ``gather``) so that rank 0 leaves it after the others wrote. A killed
+    collective (e.g. ``barrier``) so that rank 0 leaves it after the others wrote. A killed
     run leaves ``target`` as it was."""
     if world()[0] != 0:
         yield Path(broadcast(None))
