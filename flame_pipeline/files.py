@@ -77,11 +77,16 @@ def write_json(path: str | Path, obj) -> None:
 ROW_GROUP = 1 << 14   # rows per parquet row group: what a reader of a few columns decodes at once
 
 
-def write_parquet(path: str | Path, frame: pl.DataFrame) -> None:
+def write_parquet(path: str | Path, frame: pl.DataFrame | pl.LazyFrame) -> None:
     # statistics off and a fixed compression keep the bytes a pure function of the rows; row
-    # groups of ROW_GROUP rows let a large table be read in chunks in bounded memory
+    # groups of ROW_GROUP rows let a large table be read in chunks in bounded memory. A
+    # LazyFrame is streamed into the file (sink_parquet), never held whole.
+    options = dict(compression="zstd", statistics=False, row_group_size=ROW_GROUP)
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, compression="zstd", statistics=False, row_group_size=ROW_GROUP)
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp, **options)
+        else:
+            frame.write_parquet(tmp, **options)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from flame_pipeline import distributed
 from flame_pipeline.config import EmbedConfig, Profile
-from flame_pipeline.files import ROW_GROUP, atomic_path, write_json
+from flame_pipeline.files import write_json, write_parquet
 from flame_pipeline.llm_files import llm_identity
 from flame_pipeline.paths import Paths
 from flame_pipeline.shards import join_parts, write_shards
@@ -248,9 +248,7 @@ def _write_part(out: Path, index_out: Path, enc: TextEncoder, path: Path, start:
 def _join_index(parts: list[Path], target: Path) -> dict[str, float]:
     """The index parts as one table at ``target`` (streamed; the same bytes for any number of
     parts) and its figures: truncated rows and the valid embeddings per row."""
-    with atomic_path(target) as tmp:
-        pl.scan_parquet(parts).sink_parquet(tmp, compression="zstd", statistics=False,
-                                            row_group_size=ROW_GROUP)
+    write_parquet(target, pl.scan_parquet(parts))
     valid = pl.col("valid").list.sum()      # an Int64 per row
     return pl.scan_parquet(target).select(truncated=pl.col("truncated").sum(),
                                           valid_min=valid.min(), valid_mean=valid.mean()
@@ -302,7 +300,7 @@ def embed(cfg: Profile) -> StageOutput:
     for when in ("before", "after"):
         vals = [v for v in aniso[when].values() if v is not None]
         aniso[f"mean_{when}"] = round(float(np.mean(vals)), 4) if vals else None
-    truncated = int(figures["truncated"] or 0)
+    truncated = int(figures["truncated"])
     meta = {"model": ecfg.llm, "identity": llm_identity(ecfg), "fingerprint": enc.fingerprint,
             "layer": ecfg.layer, "dim": int(dim), "dtype": str(device_and_dtype(ecfg)[1]),
             "names": names, "plan": [list(p) for p in ecfg.plan], "positions": ecfg.positions,
